@@ -1,0 +1,86 @@
+"""What every buffer offers to the router (writer side) and the batcher (reader side).
+
+A buffer holds a sink's events from the moment routing accepts them until the sink has
+resolved them (delivered or dead-lettered). Space is released on :meth:`Buffer.ack`, not on
+read, so ``max_events``/``max_bytes`` bound everything the sink holds, in flight included, and
+the depth gauges report exactly that.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from forwarder.events import Event
+
+
+@dataclass(slots=True)
+class Batch:
+    """Events read together; ``token`` is what the buffer needs to ack them."""
+
+    events: list[Event]
+    nbytes: int
+    token: object = field(default=None)
+
+
+class Buffer(ABC):
+    """A bounded queue of events for one sink.
+
+    Writers call :meth:`has_room` / :meth:`wait_for_room`, then :meth:`append` (synchronous, so
+    a check-and-append across several buffers is atomic on the event loop), then
+    :meth:`commit` where durability matters (an HTTP answer). Readers call :meth:`read` and
+    later :meth:`ack` with the batch.
+    """
+
+    name: str
+    max_events: int
+    max_bytes: int
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    def has_room(self, events: int, nbytes: int) -> bool:
+        """True when ``events``/``nbytes`` fit. An empty buffer takes any one chunk, so a
+        chunk larger than the limits cannot wedge its writer."""
+
+    @abstractmethod
+    async def wait_for_room(self, events: int, nbytes: int) -> None:
+        """Return once :meth:`has_room` is true (callers wrap this in a timeout)."""
+
+    @abstractmethod
+    def append(self, events: list[Event]) -> None:
+        """Add events. The caller has checked for room (or accepts the overshoot)."""
+
+    @abstractmethod
+    async def commit(self) -> None:
+        """Return once appended events are as durable as the buffer promises."""
+
+    @abstractmethod
+    async def read(self, max_events: int, max_bytes: int, timeout: float | None) -> Batch | None:
+        """Wait up to ``timeout`` (None: forever) for unread events; return at most
+        ``max_events`` events / about ``max_bytes`` bytes (always at least one), or None."""
+
+    @abstractmethod
+    def ack(self, batch: Batch) -> None:
+        """The sink is done with these events; release their space."""
+
+    @abstractmethod
+    def unacked(self) -> list[Event]:
+        """Everything held and not acked, oldest first (for spilling at stop)."""
+
+    @property
+    @abstractmethod
+    def depth_events(self) -> int:
+        """Events held, unread and in flight."""
+
+    @property
+    @abstractmethod
+    def depth_bytes(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def unread_events(self) -> int: ...

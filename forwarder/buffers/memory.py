@@ -1,0 +1,113 @@
+"""In-memory buffer: a deque of unread events plus a ledger of batches in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from itertools import count
+
+from forwarder.buffers.base import Batch, Buffer
+from forwarder.events import Event
+
+
+class MemoryBuffer(Buffer):
+    """Bounded by ``max_events`` and ``max_bytes`` (event bytes as received)."""
+
+    def __init__(self, name: str, *, max_events: int, max_bytes: int) -> None:
+        self.name = name
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self._queue: deque[Event] = deque()
+        self._queued_bytes = 0
+        self._inflight: dict[int, Batch] = {}
+        self._inflight_events = 0
+        self._inflight_bytes = 0
+        self._ids = count()
+        self._readable = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        # Wake anyone waiting so that they notice the stop instead of hanging.
+        self._readable.set()
+        self._room.set()
+
+    # -- writer side ---------------------------------------------------------------------
+
+    def has_room(self, events: int, nbytes: int) -> bool:
+        held = self.depth_events
+        if held == 0:
+            return True
+        return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
+
+    async def wait_for_room(self, events: int, nbytes: int) -> None:
+        while not self.has_room(events, nbytes):
+            self._room.clear()
+            await self._room.wait()
+
+    def append(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self._queue.extend(events)
+        self._queued_bytes += sum(len(e.raw) for e in events)
+        self._readable.set()
+
+    async def commit(self) -> None:
+        return None
+
+    # -- reader side ---------------------------------------------------------------------
+
+    async def read(self, max_events: int, max_bytes: int, timeout: float | None) -> Batch | None:
+        if not self._queue:
+            self._readable.clear()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._readable.wait()
+            except TimeoutError:
+                return None
+            if not self._queue:
+                return None
+        queue = self._queue
+        taken: list[Event] = []
+        nbytes = 0
+        while queue and len(taken) < max_events:
+            size = len(queue[0].raw)
+            if taken and nbytes + size > max_bytes:
+                break
+            taken.append(queue.popleft())
+            nbytes += size
+        self._queued_bytes -= nbytes
+        batch = Batch(taken, nbytes, next(self._ids))
+        self._inflight[batch.token] = batch  # type: ignore[index]
+        self._inflight_events += len(taken)
+        self._inflight_bytes += nbytes
+        return batch
+
+    def ack(self, batch: Batch) -> None:
+        if self._inflight.pop(batch.token, None) is None:  # type: ignore[call-overload]
+            return
+        self._inflight_events -= len(batch.events)
+        self._inflight_bytes -= batch.nbytes
+        self._room.set()
+
+    def unacked(self) -> list[Event]:
+        held: list[Event] = []
+        for token in sorted(self._inflight):
+            held.extend(self._inflight[token].events)
+        held.extend(self._queue)
+        return held
+
+    @property
+    def depth_events(self) -> int:
+        return len(self._queue) + self._inflight_events
+
+    @property
+    def depth_bytes(self) -> int:
+        return self._queued_bytes + self._inflight_bytes
+
+    @property
+    def unread_events(self) -> int:
+        return len(self._queue)

@@ -1,0 +1,92 @@
+"""The event as it travels from a source to the sinks.
+
+An event keeps the bytes it arrived with (one JSON object, no trailing newline) so that a
+sink whose encoding only wraps the object never re-serialises it. ``obj`` is the parsed
+object while the event is still in the ingest path (policy needs it); routing clears it
+before the event enters a buffer, because a parsed dict costs several times its bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+__all__ = ["Event", "decode_object", "encode"]
+
+
+class Event:
+    """One audit event.
+
+    Arguments:
+        raw: the JSON object's bytes, UTF-8, without a newline.
+        source: name of the source that received it.
+        received: wall-clock receive time, epoch seconds.
+        meta: envelope metadata that travels beside the object (HEC ``time``, ``host``,
+            ``source``, ``sourcetype``, ``index``, ``fields``), or None.
+        obj: the parsed object while on the ingest path, else None.
+    """
+
+    __slots__ = ("meta", "obj", "raw", "received", "source")
+
+    def __init__(
+        self,
+        raw: bytes,
+        source: str,
+        received: float,
+        meta: dict[str, Any] | None = None,
+        obj: dict[str, Any] | None = None,
+    ) -> None:
+        self.raw = raw
+        self.source = source
+        self.received = received
+        self.meta = meta
+        self.obj = obj
+
+    def parsed(self) -> dict[str, Any]:
+        """The event as a dict: the ingest-time object, or a fresh parse of ``raw``."""
+        if self.obj is not None:
+            return self.obj
+        value = orjson.loads(self.raw)
+        return value if isinstance(value, dict) else {"message": value}
+
+    def replace_object(self, obj: dict[str, Any]) -> None:
+        """Swap in a changed object; the stored bytes follow it."""
+        self.obj = obj
+        self.raw = orjson.dumps(obj)
+
+    def to_record(self) -> bytes:
+        """One line for spill files and the dead-letter store: the event and its envelope."""
+        record: dict[str, Any] = {"source": self.source, "received": self.received}
+        if self.meta:
+            record["meta"] = self.meta
+        # The raw bytes are a JSON object already; splice them in rather than re-encoding.
+        head = orjson.dumps(record)
+        return head[:-1] + b',"event":' + self.raw + b"}"
+
+    @classmethod
+    def from_record(cls, line: bytes) -> Event:
+        """Inverse of :meth:`to_record`."""
+        record = orjson.loads(line)
+        return cls(
+            orjson.dumps(record["event"]),
+            record.get("source", ""),
+            float(record.get("received", 0.0)),
+            record.get("meta"),
+        )
+
+    def __repr__(self) -> str:
+        return f"Event(source={self.source!r}, raw={self.raw[:60]!r})"
+
+
+def decode_object(line: bytes) -> dict[str, Any] | None:
+    """Parse one JSON object; None when the bytes are not a JSON object."""
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def encode(value: Any) -> bytes:
+    return orjson.dumps(value)
