@@ -1,0 +1,108 @@
+"""``forwarder`` command line. Exit codes: 0 clean stop, 2 usage or config error, 1 otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from forwarder import __version__
+from forwarder.config import ENV_VAR, Config, ConfigError, load_file, load_text
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forwarder", description="SIEM audit-event forwarder")
+    parser.add_argument("--version", action="version", version=f"forwarder {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "-c", "--config", help=f"config file (default: ${ENV_VAR}, else the embedded default)"
+    )
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("-c", "--config", required=True)
+    return parser
+
+
+def load_config(path: str | None) -> Config:
+    path = path or os.environ.get(ENV_VAR) or None
+    if path:
+        return load_file(path)
+    text = resources.files("forwarder").joinpath("default.yaml").read_text()
+    return load_text(text, path=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return check_config(args.config)
+        if args.command == "run":
+            return run(args.config)
+    except ConfigError as exc:
+        print("config error:", file=sys.stderr)
+        for line in exc.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    parser.error(f"unknown command {args.command}")
+    return EXIT_USAGE
+
+
+def check_config(path: str) -> int:
+    config = load_file(path)
+    warnings = data_dir_warnings(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print("config OK")
+    return EXIT_OK
+
+
+def data_dir_warnings(config: Config) -> list[str]:
+    data_dir = config.settings.data_dir
+    probe = data_dir
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not os.access(probe, os.W_OK):
+        return [f"data_dir: {data_dir} is not writable by this user"]
+    return []
+
+
+def run(path: str | None) -> int:
+    from forwarder import logs
+    from forwarder.daemon import Daemon
+
+    config = load_config(path)
+    logs.configure(config.settings.log.level, config.settings.log.format)
+
+    async def main_async() -> int:
+        daemon = Daemon(config)
+        return await daemon.run()
+
+    try:
+        return _run_loop(main_async())
+    except OSError as exc:
+        # Typically a port already in use: a start-up error, not a crash.
+        print(f"forwarder: cannot start: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _run_loop(coro: Any) -> int:
+    """uvloop when installed (the ``speed`` extra), else the standard loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return int(asyncio.run(coro))
+    return int(uvloop.run(coro))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Path", "main"]

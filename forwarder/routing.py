@@ -1,0 +1,144 @@
+"""Routing: from a source's chunk of events to every target buffer, applying ``when_full``.
+
+The global policy runs once per chunk, then each sink whose ``inputs`` include the source
+gets the events (restricted by policy routes, transformed by its own rules). Placement is
+all-or-nothing across ``block`` buffers, so an HTTP client that gets a 503 knows none of its
+events was kept, and one that gets a 2xx knows all were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from forwarder.buffers.base import Buffer
+from forwarder.events import Event
+
+if TYPE_CHECKING:
+    from forwarder.policy.engine import Policy
+    from forwarder.telemetry.metrics import Metrics
+
+
+@dataclass(slots=True)
+class Target:
+    """A sink's buffer as seen from routing."""
+
+    sink: str
+    buffer: Buffer
+    when_full: str  # "block" | "drop_newest"
+    policy: Policy | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one chunk puts into which buffer, computed once so a wait never repeats policy."""
+
+    source: str
+    count: int
+    parts: list[tuple[Target, list[Event], int]] = field(default_factory=list)
+
+
+class Router:
+    """Knows, per source, its targets; places chunks of events into them."""
+
+    def __init__(self, metrics: Metrics, policy: Policy | None = None) -> None:
+        self.metrics = metrics
+        self.policy = policy
+        self.targets: dict[str, list[Target]] = {}
+
+    @property
+    def needs_objects(self) -> bool:
+        """Whether sources should keep the parsed object on events (policy reads it)."""
+        return self.policy is not None or any(
+            t.policy is not None for ts in self.targets.values() for t in ts
+        )
+
+    def add_target(self, source: str, target: Target) -> None:
+        self.targets.setdefault(source, []).append(target)
+        self._keep_objects = self.needs_objects
+
+    _keep_objects = False
+
+    def plan(self, source: str, events: list[Event]) -> Plan:
+        routes: list[frozenset[str] | None] | None = None
+        if self.policy is not None:
+            outcome = self.policy.apply(events)
+            for rule, n in outcome.dropped.items():
+                self.metrics.events_dropped.labels(f"policy:{rule}", "policy").inc(n)
+            events = outcome.kept
+            if any(r is not None for r in outcome.routes):
+                routes = outcome.routes
+        plan = Plan(source, len(events))
+        for target in self.targets.get(source, ()):
+            mine = events
+            if routes is not None:
+                mine = [
+                    e for e, r in zip(events, routes, strict=True) if r is None or target.sink in r
+                ]
+            if target.policy is not None and mine:
+                outcome = target.policy.apply_copy(mine)
+                for rule, n in outcome.dropped.items():
+                    self.metrics.events_dropped.labels(
+                        f"{target.sink}:policy:{rule}", "policy"
+                    ).inc(n)
+                mine = outcome.kept
+            if mine:
+                plan.parts.append((target, mine, sum(len(e.raw) for e in mine)))
+        return plan
+
+    def try_place(self, plan: Plan) -> bool:
+        """Place without waiting; False (nothing placed) when a ``block`` buffer is full."""
+        for target, events, nbytes in plan.parts:
+            if target.when_full == "block" and not target.buffer.has_room(len(events), nbytes):
+                return False
+        self._append(plan)
+        return True
+
+    async def place(self, plan: Plan, wait_secs: float | None = None) -> bool:
+        """Wait up to ``wait_secs`` (None: forever) for room, place, and make it durable.
+
+        Returns False, having placed nothing, when room did not come in time."""
+        try:
+            async with asyncio.timeout(wait_secs):
+                while not self.try_place(plan):
+                    for target, events, nbytes in plan.parts:
+                        if target.when_full == "block":
+                            await target.buffer.wait_for_room(len(events), nbytes)
+        except TimeoutError:
+            return False
+        await self.commit(plan)
+        return True
+
+    async def commit(self, plan: Plan) -> None:
+        for target, _, _ in plan.parts:
+            await target.buffer.commit()
+
+    def _append(self, plan: Plan) -> None:
+        for target, events, nbytes in plan.parts:
+            buffer = target.buffer
+            if target.when_full == "drop_newest" and not buffer.has_room(len(events), nbytes):
+                events = self._fit(buffer, events)
+            buffer.append(events)
+        if self._keep_objects:
+            # Parsed objects were for policy; in a buffer they would cost several times
+            # the event's bytes.
+            for _, events, _ in plan.parts:
+                for event in events:
+                    event.obj = None
+        self.metrics.events_received.labels(plan.source).inc(plan.count)
+
+    def _fit(self, buffer: Buffer, events: list[Event]) -> list[Event]:
+        """The longest prefix that fits; the rest is counted as dropped."""
+        room_events = max(0, buffer.max_events - buffer.depth_events)
+        room_bytes = max(0, buffer.max_bytes - buffer.depth_bytes)
+        kept: list[Event] = []
+        for event in events[:room_events]:
+            room_bytes -= len(event.raw)
+            if room_bytes < 0:
+                break
+            kept.append(event)
+        dropped = len(events) - len(kept)
+        if dropped:
+            self.metrics.events_dropped.labels(buffer.name, "queue_full").inc(dropped)
+        return kept
