@@ -1,0 +1,142 @@
+"""Conditions compiled to plain functions of the event dict.
+
+Paths are split once, here; the functions returned only index dicts. A missing path reads as
+:data:`MISSING`, which equals nothing (not even ``null``), is in no list and is no number.
+Values compare the way JSON does: ``true`` is not ``1``.
+"""
+
+from __future__ import annotations
+
+import operator as operator_module
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from forwarder.policy.config import ConditionConfig
+
+__all__ = ["MISSING", "Getter", "Predicate", "compile_condition", "getter", "json_equal"]
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+Getter = Callable[[dict[str, Any]], Any]
+Predicate = Callable[[dict[str, Any]], bool]
+_Test = Callable[[Any], bool]
+
+
+def getter(path: str) -> Getter:
+    """``obj -> value at the dotted path``, or :data:`MISSING`."""
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda obj: obj.get(key, MISSING)
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def get_two(obj: dict[str, Any]) -> Any:
+            value = obj.get(outer, MISSING)
+            return value.get(inner, MISSING) if type(value) is dict else MISSING
+
+        return get_two
+
+    def get_deep(obj: dict[str, Any]) -> Any:
+        value: Any = obj
+        for part in parts:
+            if type(value) is not dict:
+                return MISSING
+            value = value.get(part, MISSING)
+        return value
+
+    return get_deep
+
+
+def json_equal(a: Any, b: Any) -> bool:
+    """Equality without Python's ``True == 1``."""
+    return a == b and (type(a) is bool) == (type(b) is bool)
+
+
+def compile_condition(cond: ConditionConfig) -> Predicate:
+    """The condition as ``obj -> bool``."""
+    if cond.all_ is not None:
+        return _all([compile_condition(c) for c in cond.all_])
+    if cond.any_ is not None:
+        return _any([compile_condition(c) for c in cond.any_])
+    if cond.not_ is not None:
+        inner = compile_condition(cond.not_)
+        return lambda obj: not inner(obj)
+    assert cond.field is not None  # the config model guarantees field or a combinator
+    operators = cond.operators
+    # The common rule `field: x, equals: "literal"` on a top-level key: one dict lookup.
+    if operators == ["equals"] and "." not in cond.field and type(cond.equals) is str:
+        key, expected = cond.field, cond.equals
+        return lambda obj: obj.get(key) == expected
+    get = getter(cond.field)
+    tests = [_test(cond, op) for op in operators]
+    if len(tests) == 1:
+        test = tests[0]
+        return lambda obj: test(get(obj))
+    return lambda obj: _every(tests, get(obj))
+
+
+def _test(cond: ConditionConfig, operator: str) -> _Test:
+    if operator == "equals":
+        return _equals(cond.equals)
+    if operator == "in":
+        assert cond.in_ is not None
+        return _in(cond.in_)
+    if operator == "regex":
+        assert cond.regex is not None
+        search = re.compile(cond.regex).search
+        return lambda v: type(v) is str and search(v) is not None
+    if operator == "exists":
+        wanted = bool(cond.exists)
+        return lambda v: (v is not MISSING) is wanted
+    bound: float = getattr(cond, operator)
+    compare: Callable[[Any, float], bool] = {
+        "gt": operator_module.gt,
+        "gte": operator_module.ge,
+        "lt": operator_module.lt,
+        "lte": operator_module.le,
+    }[operator]
+    # Python compares int with float exactly, so huge integers need no conversion.
+    return lambda v: type(v) in (int, float) and compare(v, bound)
+
+
+def _equals(expected: Any) -> _Test:
+    if expected is None or type(expected) is bool:
+        return lambda v: v is expected
+    if type(expected) is str:
+        return lambda v: v == expected
+    return lambda v: v is not MISSING and json_equal(v, expected)
+
+
+def _in(values: Sequence[Any]) -> _Test:
+    if all(type(x) is str for x in values):
+        choices = frozenset(values)
+        return lambda v: type(v) is str and v in choices
+    return lambda v: v is not MISSING and any(json_equal(v, x) for x in values)
+
+
+def _every(tests: list[_Test], value: Any) -> bool:
+    return all(test(value) for test in tests)
+
+
+def _all(preds: list[Predicate]) -> Predicate:
+    def every(obj: dict[str, Any]) -> bool:
+        return all(pred(obj) for pred in preds)
+
+    return every
+
+
+def _any(preds: list[Predicate]) -> Predicate:
+    def some(obj: dict[str, Any]) -> bool:
+        return any(pred(obj) for pred in preds)
+
+    return some
