@@ -18,6 +18,7 @@ run: $(STAMP)
 	$(BIN)/forwarder run $(ARGS)
 
 test: $(STAMP)
+	./.ci/system-deps
 	$(BIN)/ruff check forwarder tests bench
 	$(BIN)/ruff format --check forwarder tests bench
 	$(BIN)/mypy
