@@ -234,7 +234,7 @@ def build(raw: dict[str, Any], *, path: Path | None = None) -> Config:
             model = _validate(registry[str(kind)][0], body, where + ".", errors)
             if model is not None:
                 out[name] = model
-    if not sinks and "sinks" in raw:
+    if not raw.get("sinks"):
         errors.append("sinks: at least one sink is required")
     for name, sink in sinks.items():
         for i, inp in enumerate(sink.inputs or []):
@@ -267,7 +267,12 @@ def _validate(model: type[Model], data: dict[str, Any], prefix: str, errors: lis
     except ValidationError as exc:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
-            errors.append(f"{prefix}{loc}".rstrip(".") + f": {_message(err)}")
+            message = _message(err)
+            # Whole-model checks name their key at the start of the message: "key: why".
+            key, sep, rest = message.partition(": ")
+            if sep and key.replace("_", "").isalnum() and " " not in key:
+                loc, message = f"{loc}.{key}" if loc else key, rest
+            errors.append(f"{prefix}{loc}".rstrip(".") + f": {message}")
         return None
 
 

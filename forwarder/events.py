@@ -8,6 +8,7 @@ before the event enters a buffer, because a parsed dict costs several times its 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -25,9 +26,11 @@ class Event:
         meta: envelope metadata that travels beside the object (HEC ``time``, ``host``,
             ``source``, ``sourcetype``, ``index``, ``fields``), or None.
         obj: the parsed object while on the ingest path, else None.
+        time: the event's own time (epoch seconds) when it carries one; see
+            :func:`object_time`. Found at ingest, where the object is parsed anyway.
     """
 
-    __slots__ = ("meta", "obj", "raw", "received", "source")
+    __slots__ = ("meta", "obj", "raw", "received", "source", "time")
 
     def __init__(
         self,
@@ -36,12 +39,19 @@ class Event:
         received: float,
         meta: dict[str, Any] | None = None,
         obj: dict[str, Any] | None = None,
+        time: float | None = None,
     ) -> None:
         self.raw = raw
         self.source = source
         self.received = received
         self.meta = meta
         self.obj = obj
+        self.time = time
+
+    @property
+    def timestamp(self) -> float:
+        """The event's own time, else when it was received (epoch seconds)."""
+        return self.received if self.time is None else self.time
 
     def parsed(self) -> dict[str, Any]:
         """The event as a dict: the ingest-time object, or a fresh parse of ``raw``."""
@@ -58,6 +68,8 @@ class Event:
     def to_record(self) -> bytes:
         """One line for spill files and the dead-letter store: the event and its envelope."""
         record: dict[str, Any] = {"source": self.source, "received": self.received}
+        if self.time is not None:
+            record["time"] = self.time
         if self.meta:
             record["meta"] = self.meta
         # The raw bytes are a JSON object already; splice them in rather than re-encoding.
@@ -73,10 +85,52 @@ class Event:
             record.get("source", ""),
             float(record.get("received", 0.0)),
             record.get("meta"),
+            None,
+            record.get("time"),
         )
 
     def __repr__(self) -> str:
         return f"Event(source={self.source!r}, raw={self.raw[:60]!r})"
+
+
+TIME_FIELDS = ("timestamp", "@timestamp", "time")
+
+
+def object_time(obj: dict[str, Any], fields: tuple[str, ...] = TIME_FIELDS) -> float | None:
+    """Epoch seconds from the first of ``fields`` the object has: RFC 3339 strings, and epoch
+    seconds or milliseconds as numbers (or numeric strings). None when there is none usable."""
+    for name in fields:
+        value = obj.get(name)
+        if value is None:
+            continue
+        parsed = parse_time(value)
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def parse_time(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            try:
+                moment = datetime.fromisoformat(
+                    text.replace("Z", "+00:00", 1) if text.endswith("Z") else text
+                )
+            except ValueError:
+                return None
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            return moment.timestamp()
+    if isinstance(value, int | float):
+        number = float(value)
+        # Epoch milliseconds are past the year 33658 when read as seconds: no ambiguity.
+        return number / 1000.0 if number > 1e12 else number
+    return None
 
 
 def decode_object(line: bytes) -> dict[str, Any] | None:

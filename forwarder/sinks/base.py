@@ -43,6 +43,8 @@ class Answer:
         body: the destination's answer text (truncated), kept with dead letters.
         retry_after: seconds the destination asked us to wait, if it said.
         index: for PARTIAL, the 0-based index of the rejected event.
+        ack_id: for OK from a destination with delivery acknowledgements, the id that
+            :meth:`Sink.confirm` waits on.
     """
 
     verdict: Verdict
@@ -51,6 +53,7 @@ class Answer:
     body: str = ""
     retry_after: float | None = None
     index: int | None = None
+    ack_id: int | None = None
 
 
 OK = Answer(Verdict.OK, "ok", 200)
@@ -118,6 +121,11 @@ class Sink(ABC):
     def event_bytes(self, event: Event) -> int:
         """Approximate encoded size of one event, for batch sizing."""
         return len(event.raw) + 1
+
+    async def confirm(self, answer: Answer) -> Answer:
+        """For destinations that acknowledge later (HEC indexer acks): wait for the verdict
+        on an OK answer. Runs outside the request timeout. Default: the answer stands."""
+        return answer
 
     @abstractmethod
     async def send(self, events: list[Event]) -> Answer:

@@ -143,6 +143,8 @@ class Delivery:
             self._log.exception("sink raised; retrying")
             answer = Answer(Verdict.RETRY, "error", None, f"{type(exc).__name__}: {exc}")
         self._duration.observe(time.perf_counter() - start)
+        if answer.verdict is Verdict.OK and answer.ack_id is not None:
+            answer = await self.sink.confirm(answer)
         return answer
 
     def _wait(self, state: RetryCallState) -> float:

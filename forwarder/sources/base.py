@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 
-from forwarder.events import Event
+from forwarder.events import Event, object_time
 
 if TYPE_CHECKING:
     from forwarder.config import SourceConfig
@@ -90,7 +90,8 @@ def decode_lines(
         else:
             why = "not_an_object"
         if type(obj) is dict:
-            events.append(Event(line, source, now, None, obj if keep_objects else None))
+            kept = obj if keep_objects else None
+            events.append(Event(line, source, now, None, kept, object_time(obj)))
             continue
         invalid += 1
         if wrap_invalid:

@@ -18,7 +18,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 
 from forwarder.config import SourceConfig, TlsServerConfig, parse_address
-from forwarder.events import Event
+from forwarder.events import Event, object_time
 from forwarder.sources.base import Source, SourceContext
 from forwarder.sources.tls import reload_context, server_context
 
@@ -208,7 +208,10 @@ class HttpSource(Source):
             keep = self.ctx.router.needs_objects
             now = time.time()
             name = self.ctx.name
-            events = [Event(raw, name, now, None, obj if keep else None) for _, raw, obj in good]
+            events = [
+                Event(raw, name, now, None, obj if keep else None, object_time(obj))
+                for _, raw, obj in good
+            ]
             if not await self.accept(events):
                 self.ctx.ingest_error("busy")
                 return _json(
