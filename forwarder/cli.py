@@ -26,6 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("-c", "--config", required=True)
+    dlq = sub.add_parser("dlq", help="inspect and re-send dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    for name, text in (
+        ("list", "counts per sink and reason"),
+        ("show", "print dead letters as JSON lines"),
+        ("replay", "send a sink's dead letters again"),
+    ):
+        p = dlq_sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", help=f"config file (default: ${ENV_VAR} or embedded)")
+        if name != "list":
+            p.add_argument("--sink", required=True)
+        if name == "show":
+            p.add_argument("--limit", type=int, default=20)
     return parser
 
 
@@ -45,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             return check_config(args.config)
         if args.command == "run":
             return run(args.config)
+        if args.command == "dlq":
+            return dlq_command(args)
     except ConfigError as exc:
         print("config error:", file=sys.stderr)
         for line in exc.errors:
@@ -61,6 +76,17 @@ def check_config(path: str) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print("config OK")
     return EXIT_OK
+
+
+def dlq_command(args: argparse.Namespace) -> int:
+    from forwarder import dlq
+
+    config = load_config(args.config)
+    if args.dlq_command == "list":
+        return dlq.list_counts(config, sys.stdout)
+    if args.dlq_command == "show":
+        return dlq.show(config, args.sink, args.limit, sys.stdout)
+    return dlq.replay(config, args.sink, sys.stdout)
 
 
 def data_dir_warnings(config: Config) -> list[str]:

@@ -74,6 +74,16 @@ class DeadLetterStore:
         self._used = self.used_bytes() + len(data)
         self._metrics.dead_letter_events.labels(self.sink).inc(len(events))
 
+    def restore(self, records: list[dict[str, Any]]) -> None:
+        """Put records back unchanged (a replay that was interrupted)."""
+        if not records:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-restored.jsonl"
+        with path.open("ab") as fh:
+            fh.write(b"".join(orjson.dumps(r) + b"\n" for r in records))
+        self._used = None
+
     def used_bytes(self) -> int:
         if self._used is None:
             self._used = sum(p.stat().st_size for p in self.files())

@@ -61,6 +61,8 @@ class Delivery:
         self.dead_letters = dead_letters
         self.up = True
         self.last_error: str | None = None
+        self.delivered_events = 0
+        self.dead_lettered_events = 0
         self._log = structlog.get_logger().bind(component=sink.name)
         self._jitter = wait_random_exponential(
             multiplier=request.retry_initial_backoff_secs, max=request.retry_max_backoff_secs
@@ -94,11 +96,13 @@ class Delivery:
             answer = await self._send_until_settled(chunk)
             name = self.sink.name
             if answer.verdict is Verdict.OK:
+                self.delivered_events += len(chunk)
                 self._sent.inc(len(chunk))
                 self.metrics.batches.labels(name, "success").inc()
             elif answer.verdict is Verdict.PARTIAL and answer.index is not None:
                 k = min(max(answer.index, 0), len(chunk) - 1)
                 if k:
+                    self.delivered_events += k
                     self._sent.inc(k)
                 self._dead_letter([chunk[k]], answer)
                 if k + 1 < len(chunk):
@@ -166,6 +170,7 @@ class Delivery:
         self.last_error = detail
 
     def _dead_letter(self, events: list[Event], answer: Answer) -> None:
+        self.dead_lettered_events += len(events)
         self.metrics.batches.labels(self.sink.name, "dead_letter").inc()
         self.dead_letters.write(
             events, reason=answer.reason, status=answer.status, response=answer.body
