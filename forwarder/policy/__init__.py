@@ -7,7 +7,13 @@ the sources (the global ``policy:``) and ``policy.apply_copy(events)`` for a sin
 
 from __future__ import annotations
 
-from forwarder.policy.config import PolicyRuleConfig, PolicyRules, SinkPolicyRules, route_targets
+from forwarder.policy.config import (
+    PolicyRuleConfig,
+    PolicyRules,
+    SinkPolicyRules,
+    parse_rules,
+    route_targets,
+)
 from forwarder.policy.engine import Policy, PolicyOutcome
 
 __all__ = [
@@ -16,5 +22,6 @@ __all__ = [
     "PolicyRuleConfig",
     "PolicyRules",
     "SinkPolicyRules",
+    "parse_rules",
     "route_targets",
 ]

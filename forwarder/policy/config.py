@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -35,6 +36,7 @@ __all__ = [
     "RedactConfig",
     "SampleConfig",
     "SinkPolicyRules",
+    "parse_rules",
     "route_targets",
 ]
 
@@ -317,6 +319,16 @@ PolicyRules = Annotated[tuple[PolicyRuleConfig, ...], _rules_validator(routes=Tr
 
 SinkPolicyRules = Annotated[tuple[PolicyRuleConfig, ...], _rules_validator(routes=False)]
 """A sink's ``policy:`` list: as :data:`PolicyRules`, without ``route`` actions."""
+
+
+_GLOBAL_RULES: TypeAdapter[tuple[PolicyRuleConfig, ...]] = TypeAdapter(PolicyRules)
+_SINK_RULES: TypeAdapter[tuple[PolicyRuleConfig, ...]] = TypeAdapter(SinkPolicyRules)
+
+
+def parse_rules(data: Any, *, sink: bool = False) -> tuple[PolicyRuleConfig, ...]:
+    """Validate a ``policy:`` list as loaded from YAML (a sink's list when ``sink``); raises
+    pydantic's ``ValidationError`` with locations relative to the list."""
+    return (_SINK_RULES if sink else _GLOBAL_RULES).validate_python(data)
 
 
 def route_targets(rules: Sequence[PolicyRuleConfig]) -> Iterator[tuple[int, int, str]]:
