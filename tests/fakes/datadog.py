@@ -86,8 +86,8 @@ class FakeDatadog(FakeServer):
         if key not in self.api_keys:
             return _error(403)
         try:
-            seen.body = decode_body(
-                await request.read(),  # aiohttp keeps the bytes read when recording
+            body = decode_body(
+                await request.read(),  # cached by aiohttp since _serve read it
                 request.headers.get("Content-Encoding", ""),
                 allowed=("gzip", "deflate"),
                 limit=self.max_body_bytes,
@@ -95,7 +95,7 @@ class FakeDatadog(FakeServer):
         except BodyError as error:
             return _error(error.status)
         try:
-            logs = json.loads(seen.body)
+            logs = json.loads(body)
         except ValueError:
             return _error(400, "body is not JSON")
         if not isinstance(logs, list) or not logs:

@@ -188,10 +188,10 @@ class FakeHec(FakeServer):
             return None, _hec(400, 11)
         return channel, None
 
-    async def _read(self, request: web.Request, seen: SeenRequest) -> bytes | web.Response:
+    async def _read(self, request: web.Request) -> bytes | web.Response:
         try:
-            seen.body = decode_body(
-                await request.read(),  # aiohttp keeps the bytes read when recording
+            return decode_body(
+                await request.read(),  # cached by aiohttp since _serve read it
                 request.headers.get("Content-Encoding", ""),
                 allowed=("gzip",),
                 limit=self.max_body_bytes if self.max_body_bytes is not None else _NO_LIMIT,
@@ -199,14 +199,14 @@ class FakeHec(FakeServer):
         except BodyError as error:
             if error.status == 400:
                 return _hec(400, 6)
-            return json_response(error.status, {"text": "Content rejected", "code": error.status})
-        return seen.body
+            # Splunk's 413/415 bodies are undocumented: a plain reason phrase, no HEC code.
+            return json_response(error.status, self._default_body(error.status))
 
     async def _handle_events(self, request: web.Request, seen: SeenRequest) -> web.Response:
         refusal = self._refuse_auth(request)
         if refusal is not None:
             return refusal
-        body = await self._read(request, seen)
+        body = await self._read(request)
         if isinstance(body, web.Response):
             return body
         channel = None
@@ -280,7 +280,7 @@ class FakeHec(FakeServer):
         refusal = self._refuse_auth(request)
         if refusal is not None:
             return refusal
-        body = await self._read(request, seen)
+        body = await self._read(request)
         if isinstance(body, web.Response):
             return body
         if not self.acks:

@@ -178,11 +178,11 @@ class Script:
 class SeenRequest:
     """One request as the fake received it.
 
-    ``raw_size`` is the body size on the wire (compressed if gzip), ``body`` the decompressed
-    body (empty if it could not be decompressed). ``status`` is None until answered, and
-    stays None for a reset or a request whose client left during a hang. ``done`` turns
-    true when the fake has finished with the request, whatever the outcome; ``accepted``
-    counts the events or logs it kept from it.
+    ``raw_size`` is the body size on the wire (compressed if gzip); ``body`` the decompressed
+    body, recorded whatever the answer (empty if it could not be decompressed). ``status``
+    is None until answered, and stays None for a reset or a request whose client left during
+    a hang. ``done`` turns true when the fake has finished with the request, whatever the
+    outcome; ``accepted`` counts the events or logs it kept from it.
     """
 
     method: str
@@ -204,7 +204,9 @@ class BodyError(Exception):
         self.status = status
 
 
-def decode_body(raw: bytes, encoding: str, *, allowed: tuple[str, ...], limit: int) -> bytes:
+def decode_body(
+    raw: bytes, encoding: str, *, allowed: tuple[str, ...], limit: int = 1 << 30
+) -> bytes:
     """Decompress ``raw`` per its Content-Encoding, refusing more than ``limit`` bytes out."""
     encoding = encoding.strip().lower()
     if encoding in ("", "identity"):
@@ -342,6 +344,12 @@ class FakeServer:
     ) -> web.StreamResponse:
         raw = await request.read()
         seen = SeenRequest(request.method, request.path, CIMultiDict(request.headers), len(raw))
+        try:
+            seen.body = decode_body(
+                raw, request.headers.get("Content-Encoding", ""), allowed=("gzip", "deflate")
+            )
+        except BodyError:
+            pass  # kept empty; the vendor rules answer the undecodable body
         self.requests.append(seen)
         await self._notify()
         step = await script.next_step()

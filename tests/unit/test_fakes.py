@@ -273,7 +273,8 @@ async def test_planned_status_with_retry_after_then_normal(
     """A planned 503 carries Retry-After and HEC's busy body, indexes nothing, and is used once."""
     hec.script.respond(503, retry_after=7)
     url = hec.url + "/services/collector/event"
-    status, answer, response = await post(client, url, envelopes(1))
+    headers = {**AUTH, "Content-Encoding": "gzip"}
+    status, answer, response = await post(client, url, gzip.compress(envelopes(1)), headers)
     assert (status, answer, response.headers["Retry-After"]) == (
         503,
         {"text": "Server is busy", "code": 9},
@@ -284,6 +285,7 @@ async def test_planned_status_with_retry_after_then_normal(
     assert status == 200
     assert "Retry-After" not in response.headers
     assert [seen.status for seen in hec.requests] == [503, 200]
+    assert hec.requests[0].body == envelopes(1)
 
 
 @pytest.mark.parametrize("status", [429, 500, 401, 403, 404, 413])
