@@ -53,9 +53,15 @@ class Model(BaseModel):
             if key in data:
                 raise ValueError(f"set either {key} or {key}_file, not both")
             try:
-                data[key] = Path(str(path)).read_text().rstrip("\n")
+                text = Path(str(path)).read_text()
             except OSError as exc:
                 raise ValueError(f"{key}_file: cannot read {path}: {exc.strerror}") from None
+            # A list-valued secret (auth_tokens) takes one value per non-blank line.
+            annotation = str(cls.model_fields[key].annotation)
+            if annotation.startswith("list"):
+                data[key] = [line.strip() for line in text.splitlines() if line.strip()]
+            else:
+                data[key] = text.rstrip("\n")
         return data
 
 
