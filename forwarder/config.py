@@ -296,6 +296,8 @@ def _message(err: Any) -> str:
             "less_than_equal": "at most",
         }[kind]
         bound = next(iter(ctx.values()))
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)  # "greater than 0", not "greater than 0.0"
         return f"must be {words} {bound}"
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
