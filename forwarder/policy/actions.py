@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from forwarder.policy.conditions import MISSING, getter
+from forwarder.policy.conditions import MISSING, getter, json_equal
 from forwarder.policy.config import RedactConfig, SampleConfig
 from forwarder.policy.redact import MASK, PatternRedactor, hasher
 
@@ -45,21 +45,26 @@ def _split(path: str) -> tuple[str, ...]:
 
 
 def set_path(obj: Obj, parts: tuple[str, ...], value: Any) -> Obj | None:
-    """A copy of ``obj`` with ``value`` at ``parts``, creating missing dicts on the way; None
-    when a value on the way is not a dict (the event is left as it is)."""
+    """``obj`` with ``value`` at ``parts`` (a copy, creating missing dicts on the way; ``obj``
+    itself when the value is already there); None when a value on the way is not a dict."""
     head, rest = parts[0], parts[1:]
-    out = dict(obj)
-    if not rest:
-        out[head] = value
-        return out
     child = obj.get(head, MISSING)
-    if child is MISSING:
-        child = {}
+    if not rest:
+        # Setting what is already there is no change: the event keeps its bytes.
+        if child is not MISSING and json_equal(child, value):
+            return obj
+        new: Any = value
+    elif child is MISSING:
+        new = set_path({}, rest, value)
     elif type(child) is not dict:
         return None
-    new = set_path(child, rest, value)
-    if new is None:
-        return None
+    else:
+        new = set_path(child, rest, value)
+        if new is None:
+            return None
+        if new is child:
+            return obj
+    out = dict(obj)
     out[head] = new
     return out
 
