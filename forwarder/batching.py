@@ -47,6 +47,7 @@ class Batcher:
         self._inflight: set[asyncio.Task[None]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._draining = False
+        self._retiring = False
         self._log = structlog.get_logger().bind(component=sink.name)
 
     async def start(self) -> None:
@@ -60,6 +61,16 @@ class Batcher:
         self._draining = True
         if self._runner is not None:
             await self._runner
+        while self._inflight:
+            await asyncio.gather(*list(self._inflight), return_exceptions=True)
+
+    async def retire(self) -> None:
+        """Read no more; return once the batches in flight are resolved. For a sink whose
+        successor reads the same buffer (reload)."""
+        self._retiring = True
+        if self._runner is not None:
+            await self._runner
+            self._runner = None
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
@@ -80,7 +91,7 @@ class Batcher:
         return len(self._inflight)
 
     async def _run(self) -> None:
-        while True:
+        while not self._retiring:
             await self._slots.acquire()
             parts = await self._collect()
             if not parts:

@@ -8,14 +8,22 @@ import signal
 from typing import Any
 
 import structlog
+from aiohttp import web
 
 from forwarder import __version__
-from forwarder.config import Config
+from forwarder.config import Config, ConfigError, load_file, load_text
+from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
 from forwarder.telemetry.metrics import Metrics
 from forwarder.topology import Topology
 
 log = structlog.get_logger()
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 class Daemon:
@@ -33,9 +41,14 @@ class Daemon:
         self.admin = AdminServer(
             config.settings.admin.address, self.metrics, self.status, self.readiness
         )
+        self.admin.add_post("/api/reload", self._reload_endpoint)
+        self.notifier = SystemdNotifier()
         self.state = "starting"
+        self.last_reload: dict[str, Any] | None = None
         self._stop = asyncio.Event()
         self._interrupts = 0
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- views -------------------------------------------------------------------------------
 
@@ -67,14 +80,53 @@ class Daemon:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
             await self.start()
             await self._stop.wait()
             await self.stop()
         finally:
-            loop.remove_signal_handler(signal.SIGTERM)
-            loop.remove_signal_handler(signal.SIGINT)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
         return 0
+
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the config file and apply it; an invalid file changes nothing."""
+        async with self._reload_lock:
+            if self.state != "running":
+                return {"ok": False, "errors": [f"not running ({self.state})"]}
+            self.notifier.reloading()
+            try:
+                new = self._read_config()
+            except ConfigError as exc:
+                self.last_reload = {"ok": False, "errors": exc.errors, "at": _now()}
+                log.error(
+                    "reload rejected; still running on the previous config", errors=exc.errors
+                )
+                self.notifier.ready()
+                return self.last_reload
+            summary = await self.topology.reload(new)
+            self.config = self.topology.config
+            self.last_reload = {"ok": True, "at": _now(), **summary}
+            log.info("reloaded", **{k: v for k, v in summary.items() if v})
+            self.notifier.ready()
+            return self.last_reload
+
+    def _read_config(self) -> Config:
+        if self.config.path is not None:
+            return load_file(self.config.path)
+        from importlib import resources
+
+        return load_text(resources.files("forwarder").joinpath("default.yaml").read_text())
+
+    async def _reload_endpoint(self, request: web.Request) -> web.Response:
+        result = await self.reload()
+        return web.json_response(result, status=200 if result.get("ok") else 400)
 
     async def start(self) -> None:
         self.metrics.ready.set(0)
@@ -83,6 +135,28 @@ class Daemon:
         self.state = "running"
         self.metrics.ready.set(1)
         self._banner()
+        await self.notifier.start()
+        self.notifier.ready(self._status_line())
+        self._spawn(self._status_loop())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _status_line(self) -> str:
+        held = sum(rt.buffer.depth_events for rt in self.topology.sinks.values())
+        down = [n for n, rt in self.topology.sinks.items() if not rt.delivery.up]
+        line = f"{self.state}; {held} events buffered"
+        return line + (f"; down: {', '.join(down)}" if down else "")
+
+    async def _status_loop(self) -> None:
+        """systemd's STATUS= line, so `systemctl status` shows live counts."""
+        if not self.notifier.enabled:
+            return
+        while self.state == "running":
+            self.notifier.status(self._status_line())
+            await asyncio.sleep(5)
 
     async def stop(self) -> None:
         """Stop accepting, flush, wait for deliveries up to the deadline, then close."""
@@ -90,6 +164,9 @@ class Daemon:
             return
         self.state = "stopping"
         self.metrics.ready.set(0)
+        self.notifier.stopping()
+        for task in list(self._tasks):
+            task.cancel()
         timeout = self.config.settings.shutdown_timeout_secs
         log.info("stopping", shutdown_timeout_secs=timeout)
         await self.topology.stop_sources()
@@ -99,6 +176,7 @@ class Daemon:
         if undelivered:
             log.error("stopped with undelivered events", undelivered=undelivered, drained=drained)
         await self.admin.stop()
+        await self.notifier.stop()
         self.state = "stopped"
         log.info("stopped")
 

@@ -58,6 +58,12 @@ class Router:
         self.targets.setdefault(source, []).append(target)
         self._keep_objects = self.needs_objects
 
+    def set_routes(self, targets: dict[str, list[Target]], policy: Policy | None) -> None:
+        """Replace every route at once (start-up and reload)."""
+        self.targets = targets
+        self.policy = policy
+        self._keep_objects = self.needs_objects
+
     _keep_objects = False
 
     def plan(self, source: str, events: list[Event]) -> Plan:

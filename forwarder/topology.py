@@ -1,9 +1,15 @@
-"""Wiring: the runtime components built from a config, started and stopped in order.
+"""Wiring: the runtime components built from a config, started, stopped and reloaded.
 
-Start: sinks (healthcheck logged, never blocking), then batchers, then sources (bind last).
-Stop: sources, then batchers drain under the shutdown deadline, then sinks. What is still
-undelivered at the deadline stays in its buffer: a disk buffer keeps it, a memory buffer's
-events are spilled to ``data_dir/spill/<sink>/`` and delivered after the next start.
+Start: sinks (healthcheck logged, never blocking), spilled events re-queued, batchers, then
+sources (bind last). Stop: sources, then batchers drain under the shutdown deadline, then
+sinks. What is still undelivered at the deadline stays in its buffer: a disk buffer keeps it,
+a memory buffer's events are spilled to ``data_dir/spill/<sink>/`` and re-queued at the next
+start.
+
+Reload applies a new config in place: unchanged sources keep their connections, unchanged
+sinks keep everything; a changed sink keeps its buffer (limits updated) and gets a new sink
+and batcher, while the old batcher finishes only the requests it has in flight. No event is
+moved, so none is lost or sent twice.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -18,11 +25,10 @@ import structlog
 from forwarder.batching import Batcher
 from forwarder.buffers.base import Buffer
 from forwarder.buffers.memory import MemoryBuffer
-from forwarder.config import Config, SinkConfig
+from forwarder.config import Config, SinkConfig, SourceConfig
 from forwarder.deadletter import DeadLetterStore
 from forwarder.routing import Router, Target
 from forwarder.sinks import SINKS
-from forwarder.sinks.base import Sink
 from forwarder.sinks.delivery import Delivery
 from forwarder.sources import SOURCES
 from forwarder.sources.base import Source, SourceContext
@@ -31,6 +37,7 @@ from forwarder.telemetry.metrics import Metrics
 if TYPE_CHECKING:
     from forwarder.policy.config import PolicyRuleConfig
     from forwarder.policy.engine import Policy
+    from forwarder.sinks.base import Sink
 
 log = structlog.get_logger()
 
@@ -58,66 +65,99 @@ class Topology:
     def __init__(self, config: Config, metrics: Metrics) -> None:
         self.config = config
         self.metrics = metrics
-        settings = config.settings
-        hash_key = settings.policy_hash_key.encode() if settings.policy_hash_key else None
-        self.router = Router(metrics, compile_policy(settings.policy, hash_key))
-        self.sinks: dict[str, SinkRuntime] = {}
+        self.router = Router(metrics)
         self._background: set[asyncio.Task[None]] = set()
-        self.sources: dict[str, Source] = {}
-        for name, sink_config in config.sinks.items():
-            runtime = self._build_sink(name, sink_config, hash_key)
-            self.sinks[name] = runtime
-            sink_policy = compile_policy(sink_config.policy, hash_key)
-            target = Target(name, runtime.buffer, sink_config.buffer.when_full, sink_policy)
-            for source in config.sink_inputs(name):
-                self.router.add_target(source, target)
-        for name, source_config in config.sources.items():
-            ctx = SourceContext(name, self.router, metrics)
-            factory = SOURCES[source_config.type][1]
-            self.sources[name] = factory(source_config, ctx)
-            metrics.events_received.labels(name)
+        self.sinks = {name: self._build_sink(name, cfg) for name, cfg in config.sinks.items()}
+        self.sources = {name: self._build_source(name, cfg) for name, cfg in config.sources.items()}
+        self._route(config)
 
-    def _build_sink(self, name: str, cfg: SinkConfig, hash_key: bytes | None) -> SinkRuntime:
-        data_dir = self.config.settings.data_dir
+    # -- building ----------------------------------------------------------------------------
+
+    @property
+    def data_dir(self) -> Path:
+        return self.config.settings.data_dir
+
+    def _build_source(self, name: str, cfg: SourceConfig) -> Source:
+        ctx = SourceContext(name, self.router, self.metrics)
+        self.metrics.events_received.labels(name)
+        return SOURCES[cfg.type][1](cfg, ctx)
+
+    def _build_sink(self, name: str, cfg: SinkConfig, buffer: Buffer | None = None) -> SinkRuntime:
         sink = SINKS[cfg.type][1](name, cfg)
-        buffer = make_buffer(name, cfg, data_dir, self.metrics)
+        if buffer is None:
+            buffer = make_buffer(name, cfg, self.data_dir, self.metrics)
         dead = DeadLetterStore(
-            data_dir / "dead_letter" / name,
+            self.data_dir / "dead_letter" / name,
             name,
             max_bytes=cfg.dead_letter.max_bytes,
             metrics=self.metrics,
         )
         delivery = Delivery(sink, cfg.request, self.metrics, dead)
         batcher = Batcher(buffer, delivery, cfg.batch, cfg.request.concurrency)
-        self.metrics.queues.watch(name, lambda: buffer)
+        held = buffer
+        self.metrics.queues.watch(name, lambda: held)
         self.metrics.events_sent.labels(name)
         for outcome in ("success", "retry", "split", "dead_letter"):
             self.metrics.batches.labels(name, outcome)
         self.metrics.dead_letter_events.labels(name)
         return SinkRuntime(name, cfg, sink, buffer, delivery, batcher)
 
+    def _route(self, config: Config) -> None:
+        """Point the router at the current sinks; one assignment, so no chunk sees half."""
+        settings = config.settings
+        key = settings.policy_hash_key.encode() if settings.policy_hash_key else None
+        targets: dict[str, list[Target]] = {}
+        for name, rt in self.sinks.items():
+            cfg = rt.config
+            target = Target(name, rt.buffer, cfg.buffer.when_full, compile_policy(cfg.policy, key))
+            for source in config.sink_inputs(name):
+                targets.setdefault(source, []).append(target)
+        self.router.set_routes(targets, compile_policy(settings.policy, key))
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         for rt in self.sinks.values():
-            await rt.buffer.start()
-            await rt.sink.start()
-        for rt in self.sinks.values():
-            task = asyncio.create_task(self._healthcheck(rt))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
-        for rt in self.sinks.values():
-            await rt.batcher.start()
+            await self._start_sink(rt)
         for source in self.sources.values():
             await source.start()
 
+    async def _start_sink(self, rt: SinkRuntime) -> None:
+        await rt.buffer.start()
+        await rt.sink.start()
+        self._spawn(self._healthcheck(rt))
+        self._requeue_spill(rt)
+        await rt.batcher.start()
+
+    def _requeue_spill(self, rt: SinkRuntime) -> None:
+        from forwarder.buffers.spill import load_spill, remove_spill
+
+        directory = self.data_dir / "spill" / rt.name
+        events, bad, paths = load_spill(directory)
+        if bad:
+            self.metrics.events_dropped.labels(rt.name, "corrupt").inc(bad)
+        if events:
+            # Ahead of new events, over the limits if need be: these were accepted already.
+            rt.buffer.append(events)
+            log.info("re-queued spilled events", component=rt.name, events=len(events))
+        if paths:
+            if events and not isinstance(rt.buffer, MemoryBuffer):
+                # A disk buffer holds them now; the spill files can go once that is durable.
+                self._spawn(self._remove_after_commit(rt.buffer, paths))
+            else:
+                remove_spill(paths)
+
+    async def _remove_after_commit(self, buffer: Buffer, paths: list[Path]) -> None:
+        from forwarder.buffers.spill import remove_spill
+
+        await buffer.commit()
+        remove_spill(paths)
+
     async def _healthcheck(self, rt: SinkRuntime) -> None:
         problem = await rt.sink.healthcheck()
-        if problem is None:
-            log.info("sink healthcheck passed", component=rt.name)
-        else:
+        if problem is not None:
             log.warning(
-                "sink healthcheck failed; will keep trying on delivery",
+                "sink healthcheck failed; delivery will keep trying",
                 component=rt.name,
                 problem=problem,
             )
@@ -127,27 +167,150 @@ class Topology:
 
     async def drain(self, timeout: float) -> bool:
         """Deliver what is buffered, for at most ``timeout`` seconds; True if all went."""
-        tasks = [asyncio.create_task(rt.batcher.drain()) for rt in self.sinks.values()]
-        if not tasks:
-            return True
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for rt in self.sinks.values():
-            await rt.batcher.stop()
-        return not pending
+        return await _drain([rt.batcher for rt in self.sinks.values()], timeout)
 
     async def stop_sinks(self) -> dict[str, int]:
-        """Stop sinks and buffers; returns events left undelivered per sink."""
+        """Spill what memory buffers still hold, stop sinks and buffers; returns the events
+        left undelivered per sink (kept on disk either way)."""
         left: dict[str, int] = {}
+        for task in list(self._background):
+            task.cancel()
         for rt in self.sinks.values():
             left[rt.name] = rt.buffer.depth_events
-            await rt.sink.stop()
-            await rt.buffer.stop()
+            await self._close_sink(rt)
         return left
+
+    async def _close_sink(self, rt: SinkRuntime) -> None:
+        await rt.batcher.stop()
+        if isinstance(rt.buffer, MemoryBuffer):
+            self._spill(rt)
+        await rt.sink.stop()
+        await rt.buffer.stop()
+
+    def _spill(self, rt: SinkRuntime) -> None:
+        from forwarder.buffers.spill import write_spill
+
+        events = rt.buffer.unacked()
+        if not events:
+            return
+        directory = self.data_dir / "spill" / rt.name
+        try:
+            write_spill(directory, events)
+        except OSError as exc:
+            self.metrics.events_dropped.labels(rt.name, "spill_failed").inc(len(events))
+            log.error(
+                "cannot spill undelivered events; they are lost",
+                component=rt.name,
+                events=len(events),
+                error=str(exc),
+            )
+            return
+        log.warning(
+            "spilled undelivered events; they go out after the next start",
+            component=rt.name,
+            events=len(events),
+            directory=str(directory),
+        )
+
+    # -- reload --------------------------------------------------------------------------
+
+    async def reload(self, new: Config) -> dict[str, Any]:
+        """Apply ``new`` in place; returns what changed and what needs a restart."""
+        old = self.config
+        summary: dict[str, Any] = {
+            "sources": _diff(old.sources, new.sources),
+            "sinks": _diff(old.sinks, new.sinks),
+            "restart_needed": [],
+        }
+        restart: list[str] = summary["restart_needed"]
+        if new.settings.data_dir != old.settings.data_dir:
+            restart.append("data_dir")
+        if new.settings.admin != old.settings.admin:
+            restart.append("admin.address")
+        self.config = Config(
+            old.settings.model_copy(
+                update={
+                    k: getattr(new.settings, k)
+                    for k in ("shutdown_timeout_secs", "log", "policy", "policy_hash_key")
+                }
+            ),
+            new.sources,
+            new.sinks,
+            new.path,
+        )
+        sinks = summary["sinks"]
+        retired: list[SinkRuntime] = []
+        for name in sinks["added"]:
+            rt = self._build_sink(name, new.sinks[name])
+            await self._start_sink(rt)
+            self.sinks[name] = rt
+        for name in sinks["changed"]:
+            old_rt = self.sinks[name]
+            cfg = new.sinks[name]
+            buffer = old_rt.buffer
+            if cfg.buffer.type != old_rt.config.buffer.type:
+                restart.append(f"sinks.{name}.buffer.type")
+                cfg = cfg.model_copy(
+                    update={
+                        "buffer": old_rt.config.buffer.model_copy(
+                            update={
+                                "max_events": cfg.buffer.max_events,
+                                "max_bytes": cfg.buffer.max_bytes,
+                                "when_full": cfg.buffer.when_full,
+                            }
+                        )
+                    }
+                )
+            buffer.max_events = cfg.buffer.max_events
+            buffer.max_bytes = cfg.buffer.max_bytes
+            rt = self._build_sink(name, cfg, buffer)
+            await rt.sink.start()
+            await rt.batcher.start()
+            self.sinks[name] = rt
+            retired.append(old_rt)
+        removed = [self.sinks.pop(name) for name in sinks["removed"]]
+        self._route(self.config)
+        for rt in retired:
+            self._spawn(self._retire(rt))
+        for rt in removed:
+            self.metrics.queues.forget(rt.name)
+            self._spawn(self._remove(rt))
+        await self._reload_sources(summary["sources"], new)
+        return summary
+
+    async def _reload_sources(self, diff: dict[str, list[str]], new: Config) -> None:
+        for name in diff["removed"] + diff["changed"]:
+            await self.sources.pop(name).stop()
+        for name in diff["changed"] + diff["added"]:
+            source = self._build_source(name, new.sources[name])
+            await source.start()
+            self.sources[name] = source
+        for name in diff["unchanged"]:
+            reload_tls = getattr(self.sources[name], "reload_tls", None)
+            if reload_tls is not None:
+                try:
+                    reload_tls()
+                except (OSError, ValueError) as exc:
+                    log.error(
+                        "cannot reload TLS files; keeping the old ones",
+                        component=name,
+                        error=str(exc),
+                    )
+
+    async def _retire(self, rt: SinkRuntime) -> None:
+        """The old batcher of a changed sink: finish what is in flight, then close."""
+        await rt.batcher.retire()
+        await rt.sink.stop()
+
+    async def _remove(self, rt: SinkRuntime) -> None:
+        """A sink no longer in the config: deliver what it holds, spill the rest."""
+        await _drain([rt.batcher], self.config.settings.shutdown_timeout_secs)
+        await self._close_sink(rt)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- views -----------------------------------------------------------------------------
 
@@ -168,8 +331,33 @@ class Topology:
                 "capacity_bytes": rt.buffer.max_bytes,
                 "in_flight_batches": rt.batcher.in_flight,
                 "buffer": rt.config.buffer.type,
+                "disk_error": getattr(rt.buffer, "disk_error", None),
             }
         return {"sources": sources, "sinks": sinks}
+
+
+async def _drain(batchers: list[Batcher], timeout: float) -> bool:
+    tasks = [asyncio.create_task(b.drain()) for b in batchers]
+    if not tasks:
+        return True
+    _, pending = await asyncio.wait(tasks, timeout=timeout)
+    for task in pending:
+        task.cancel()
+    for task in pending:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    for batcher in batchers:
+        await batcher.stop()
+    return not pending
+
+
+def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
+    return {
+        "added": [n for n in new if n not in old],
+        "removed": [n for n in old if n not in new],
+        "changed": [n for n in new if n in old and new[n] != old[n]],
+        "unchanged": [n for n in new if n in old and new[n] == old[n]],
+    }
 
 
 def compile_policy(rules: list[PolicyRuleConfig], hash_key: bytes | None) -> Policy | None:
@@ -181,6 +369,22 @@ def compile_policy(rules: list[PolicyRuleConfig], hash_key: bytes | None) -> Pol
     return Policy.compile(rules, hash_key=hash_key)
 
 
-def make_buffer(name: str, cfg: SinkConfig, data_dir: Any, metrics: Metrics) -> Buffer:
+def make_buffer(name: str, cfg: SinkConfig, data_dir: Path, metrics: Metrics) -> Buffer:
     b = cfg.buffer
-    return MemoryBuffer(name, max_events=b.max_events, max_bytes=b.max_bytes)
+    if b.type == "memory":
+        return MemoryBuffer(name, max_events=b.max_events, max_bytes=b.max_bytes)
+    from forwarder.buffers.disk import DiskBuffer
+
+    corrupt = metrics.events_dropped.labels(name, "corrupt")
+    buffer = DiskBuffer(
+        name,
+        data_dir / "buffers" / name,
+        max_events=b.max_events,
+        max_bytes=b.max_bytes,
+        segment_bytes=b.segment_bytes,
+        fsync=b.fsync,
+        fsync_interval_secs=b.fsync_interval_secs,
+        on_corrupt=corrupt.inc,
+    )
+    metrics.queues.watch_disk(name, lambda: (buffer.disk_bytes, buffer.disk_error is not None))
+    return buffer
