@@ -85,7 +85,12 @@ class DatadogLogsSink(HttpSink):
         self.ddtags = ",".join(config.tags) if config.tags else None
 
     def event_bytes(self, event: Event) -> int:
-        return len(event.raw) + _ENTRY_OVERHEAD
+        # A log without a message carries its JSON text again as the message, escaped: up to
+        # three times the raw size in all. Only an event that could cross the per-log limit
+        # that way is encoded to measure it, so the intake never truncates one.
+        if 3 * len(event.raw) + _ENTRY_OVERHEAD <= MAX_LOG_BYTES:
+            return len(event.raw) + _ENTRY_OVERHEAD
+        return len(orjson.dumps(self.entry(event)))
 
     def entry(self, event: Event) -> dict[str, Any]:
         """One log object: the event's fields plus Datadog's reserved attributes."""
