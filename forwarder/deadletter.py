@@ -54,6 +54,9 @@ class DeadLetterStore:
         lines = []
         for event in events:
             record = dict(head, reason=reason, source=event.source, received=event.received)
+            if event.time is not None:
+                # The event's own time, found at ingest; "time" is when it was dead-lettered.
+                record["event_time"] = event.time
             if event.meta:
                 record["meta"] = event.meta
             lines.append(orjson.dumps(record)[:-1] + b',"event":' + event.raw + b"}\n")
@@ -120,4 +123,6 @@ def record_event(record: dict[str, Any]) -> Event:
         str(record.get("source", "")),
         float(record.get("received", 0.0)),
         record.get("meta"),
+        None,
+        record.get("event_time"),
     )
