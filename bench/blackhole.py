@@ -34,11 +34,15 @@ from aiohttp import web
 
 __all__ = ["Blackhole", "BlackholeProcess", "BlackholeStats", "main"]
 
-# The event id, embedded as an object (HEC, syslog-ng, NDJSON) or, failing that, inside an
-# escaped JSON string (a Datadog "message"). Python's re has no fast path for a pattern with
-# optional leading characters (it measured 10x slower), hence two patterns tried in turn.
-_ID = re.compile(rb'"id": ?"([^"]+)"')
-_ID_ESCAPED = re.compile(rb'\\"id\\": ?\\"([^"\\]+)')
+# The event id, tried in turn: as the first key of an object (the generator puts it there,
+# and it survives HEC and syslog-ng embedding), anywhere in an object, or inside an escaped
+# JSON string (a Datadog "message"). Python's re scans for a pattern's first character, and
+# "{" is ten times rarer than '"' in JSON: the first pattern costs half the second.
+_ID_PATTERNS = (
+    re.compile(rb'\{"id":"([^"]+)"'),
+    re.compile(rb'"id": ?"([^"]+)"'),
+    re.compile(rb'\\"id\\": ?\\"([^"\\]+)'),
+)
 _SENT_NS = re.compile(rb'"sent_ns": ?(\d+)')
 _SENT_NS_ESCAPED = re.compile(rb'\\"sent_ns\\": ?(\d+)')
 _HEC_OK = '{"text":"Success","code":0}'
@@ -80,6 +84,14 @@ class BlackholeStats:
     latency_p50_ms: float | None
     latency_p99_ms: float | None
     latency_max_ms: float | None
+
+
+def _find_ids(body: bytes) -> list[bytes]:
+    for pattern in _ID_PATTERNS:
+        ids = pattern.findall(body)
+        if ids:
+            return ids
+    return []
 
 
 def _sent_times(body: bytes) -> list[bytes]:
@@ -169,7 +181,7 @@ class Blackhole:
             self._bad += 1
             return False
         self._body_bytes += len(body)
-        ids = _ID.findall(body) or _ID_ESCAPED.findall(body)
+        ids = _find_ids(body)
         if ids:
             self._events += len(ids)
             self._ids.update(ids)

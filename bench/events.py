@@ -114,8 +114,10 @@ def iter_events(count: int, *, seed: int = 1, first_id: int = 0) -> Iterator[byt
 
 
 def stamp(event: bytes, sent_ns: int) -> bytes:
-    """The event with a leading ``"sent_ns"`` field (epoch nanoseconds) for latency runs."""
-    return b'{"sent_ns":%d,' % sent_ns + event[1:]
+    """The event with a ``"sent_ns"`` field (epoch nanoseconds) for latency runs, placed
+    right after ``id`` so that ``id`` stays the first key."""
+    after_id = event.index(b",") + 1
+    return event[:after_id] + b'"sent_ns":%d,' % sent_ns + event[after_id:]
 
 
 @dataclass(frozen=True)

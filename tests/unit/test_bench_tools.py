@@ -81,6 +81,8 @@ async def test_blackhole_counts_ids_duplicates_and_gzip() -> None:
     events = list(iter_events(10))
     hec_body = hec_bodies(events[:6]).parts[0][0]
     datadog_body = orjson.dumps([{"message": event.decode()} for event in events[4:]])
+    # A sink that re-serialises may move the id away from the first key.
+    reordered = b'{"event":{"action":"x","id": "0000000009"}}{"event":{"id": "extra"}}'
     base = f"http://127.0.0.1:{blackhole.port}"
     try:
         async with aiohttp.ClientSession() as session:
@@ -92,14 +94,16 @@ async def test_blackhole_counts_ids_duplicates_and_gzip() -> None:
                 assert r.status == 202
             async with session.post(f"{base}/api/v2/logs", data=b"not gzip", headers=gz) as r:
                 assert r.status == 400
+            async with session.post(f"{base}/services/collector", data=reordered) as r:
+                assert r.status == 200
             async with session.get(f"{base}/stats") as r:
                 stats = await r.json()
     finally:
         await blackhole.stop()
-    assert stats["requests"] == 3
-    assert (stats["events"], stats["unique"], stats["duplicates"]) == (12, 10, 2)
-    assert stats["wire_bytes"] == len(hec_body) + len(zipped) + len(b"not gzip")
-    assert stats["body_bytes"] == len(hec_body) + len(datadog_body)
+    assert stats["requests"] == 4
+    assert (stats["events"], stats["unique"], stats["duplicates"]) == (14, 11, 3)
+    assert stats["wire_bytes"] == len(hec_body) + len(zipped) + len(b"not gzip") + len(reordered)
+    assert stats["body_bytes"] == len(hec_body) + len(datadog_body) + len(reordered)
     assert stats["bad_requests"] == 1
     assert 0 < stats["first_arrival"] <= stats["last_arrival"] <= time.time()
 
@@ -190,7 +194,7 @@ async def test_http_sender_retries_busy_answers() -> None:
 
 def test_process_tree_counts_children_cpu_and_memory() -> None:
     """CPU and peak RSS include a child that the root process started."""
-    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.15: pass"
     script = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])"
     process = subprocess.Popen([sys.executable, "-c", script])
     tree = ProcessTree(process.pid)
@@ -198,7 +202,7 @@ def test_process_tree_counts_children_cpu_and_memory() -> None:
         tree.sample()
         time.sleep(0.02)
     assert tree.processes() >= 2
-    assert tree.cpu_seconds() >= 0.2
+    assert tree.cpu_seconds() >= 0.1
     assert tree.peak_rss_bytes() > 1 << 20
 
 
