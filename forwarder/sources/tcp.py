@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import Field
 
@@ -30,8 +30,23 @@ class TcpConfig(SourceConfig):
     tls: TlsServerConfig | None = None
 
 
+class Framer(Protocol):
+    """Cuts one connection's byte stream into messages, holding a bounded partial one."""
+
+    def feed(self, data: bytes) -> tuple[list[bytes], int]: ...
+
+    def close(self) -> list[bytes]: ...
+
+    @property
+    def pending_bytes(self) -> int: ...
+
+
 class TcpSource(Source):
-    """Listens on ``address``; one :class:`_Connection` protocol per client."""
+    """Listens on ``address``; one :class:`_Connection` protocol per client.
+
+    Subclasses with another framing or message format (``syslog``) override
+    :meth:`framer` and :meth:`decode`; connection handling stays here.
+    """
 
     config: TcpConfig
 
@@ -57,6 +72,8 @@ class TcpSource(Source):
             host,
             port,
             ssl=self._ssl,
+            # A client that connects and never finishes the handshake is idle too.
+            ssl_handshake_timeout=self.config.idle_timeout_secs if self._ssl else None,
             reuse_address=True,
             backlog=1024,
         )
@@ -85,6 +102,27 @@ class TcpSource(Source):
     def status(self) -> dict[str, Any]:
         return {**super().status(), "connections": len(self._conns)}
 
+    def framer(self) -> Framer:
+        """A new connection's framer: NDJSON lines up to ``max_event_bytes``."""
+        return LineSplitter(self.config.max_event_bytes)
+
+    def decode(self, lines: list[bytes]) -> list[Event]:
+        """Events from one read's messages; invalid ones counted (and dropped if so set)."""
+        wrap = self.config.on_invalid == "wrap"
+        events, invalid = decode_lines(
+            lines, self.ctx.name, keep_objects=self.ctx.router.needs_objects, wrap_invalid=wrap
+        )
+        if invalid:
+            self.ctx.ingest_error("invalid_json", invalid)
+            if not wrap:
+                self.ctx.dropped("invalid", invalid)
+        return events
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes held in partial messages across every open connection."""
+        return sum(conn.splitter.pending_bytes for conn in self._conns)
+
     def _track(self, task: asyncio.Task[None]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -94,12 +132,11 @@ class _Connection(asyncio.Protocol):
     def __init__(self, source: TcpSource) -> None:
         self.source = source
         self.ctx = source.ctx
-        self.splitter = LineSplitter(source.config.max_event_bytes)
+        self.splitter = source.framer()
         self.transport: asyncio.Transport | None = None
         self.placing: asyncio.Task[None] | None = None
         self.closed = False
         self.idle: asyncio.TimerHandle | None = None
-        self.wrap = source.config.on_invalid == "wrap"
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -150,13 +187,7 @@ class _Connection(asyncio.Protocol):
 
     def _emit(self, lines: list[bytes]) -> None:
         router = self.ctx.router
-        events, invalid = decode_lines(
-            lines, self.ctx.name, keep_objects=router.needs_objects, wrap_invalid=self.wrap
-        )
-        if invalid:
-            self.ctx.ingest_error("invalid_json", invalid)
-            if not self.wrap:
-                self.ctx.dropped("invalid", invalid)
+        events = self.source.decode(lines)
         if not events:
             return
         if self.placing is not None:
