@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,6 @@ from forwarder.sinks.delivery import Delivery
 from forwarder.sinks.http import HttpCollectorSink, HttpConfig
 from forwarder.telemetry.metrics import Metrics
 from tests.helpers import FakeCollector, events, wait_for
-
-Factory = Callable[..., "Rig"]
 
 
 class Rig:
