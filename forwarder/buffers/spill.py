@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from forwarder.buffers.disk.segment import decode
 from forwarder.buffers.disk.state import fsync_dir
 from forwarder.events import Event
 
@@ -69,13 +68,22 @@ def load_spill(directory: Path) -> tuple[list[Event], int, list[Path]]:
         for line in path.read_bytes().split(b"\n"):
             if not line.strip():
                 continue
-            event = decode(line)
+            event = _decode(line)
             if event is None:
                 # A torn last line (a crash mid-spill) or a damaged one: count it, keep going.
                 bad += 1
             else:
                 events.append(event)
     return events, bad, paths
+
+
+def _decode(line: bytes) -> Event | None:
+    try:
+        event = Event.from_record(line)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        # orjson errors are ValueErrors; the others are a record of the wrong shape.
+        return None
+    return event if event.raw[:1] == b"{" else None
 
 
 def remove_spill(paths: Iterable[Path]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections import deque
 from collections.abc import Callable, Coroutine
 from itertools import count, islice
 from pathlib import Path
@@ -23,6 +22,7 @@ from forwarder.buffers.disk.reader import SegmentReader, SegmentView
 from forwarder.buffers.disk.recovery import Recovered, recover
 from forwarder.buffers.disk.segment import Segment, encode
 from forwarder.buffers.disk.state import Position, StateError, read_state, write_state
+from forwarder.buffers.disk.tail import Tail
 from forwarder.buffers.disk.writer import SegmentWriter, run_sync
 from forwarder.events import Event
 
@@ -94,7 +94,6 @@ class DiskBuffer(Buffer):
         self.disk_error: str | None = None
         self._on_corrupt = on_corrupt or (lambda n: None)
         self._log = (log or structlog.get_logger()).bind(component="disk_buffer", sink=name)
-        self._tail_limit = tail_bytes
         self._segments: dict[int, Segment] = {}
         self._writer = SegmentWriter(
             directory,
@@ -104,10 +103,9 @@ class DiskBuffer(Buffer):
             syncs=fsync != "never",
         )
         self._reader = SegmentReader()
-        # Unread events: the newest are in the tail as (event, segment id, offset, size);
-        # the older ones ("disk only") are read back from _read_pos on.
-        self._tail: deque[tuple[Event, int, int, int]] = deque()
-        self._tail_bytes = 0
+        # Unread events: the newest are also in the tail; the older ones ("disk only") are
+        # read back from _read_pos on.
+        self._tail = Tail(tail_bytes)
         self._unread_events = 0
         self._unread_bytes = 0
         self._read_pos: Position | None = None
@@ -204,18 +202,9 @@ class DiskBuffer(Buffer):
             raise BufferWriteError(f"disk buffer {self.name}: {self.disk_error}") from exc
         if self._read_pos is None:
             self._read_pos = Position(segment.id, offset)
-        tail = self._tail
-        seg_id = segment.id
-        for event, size in zip(events, sizes, strict=True):
-            tail.append((event, seg_id, offset, size))
-            offset += size
-        self._tail_bytes += len(data)
+        self._tail.add(events, sizes, segment.id, offset)
         self._unread_events += len(events)
         self._unread_bytes += len(data)
-        # Past the limit the oldest tail entries become disk-only: memory stays bounded
-        # whatever max_bytes is, and a reader gets them back from the file.
-        while self._tail_bytes > self._tail_limit and len(tail) > 1:
-            self._tail_bytes -= tail.popleft()[3]
         self._readable.set()
 
     async def commit(self) -> None:
@@ -246,29 +235,13 @@ class DiskBuffer(Buffer):
                     return None
             if self._stopped or self._unread_events == 0:
                 return None
-            while self._unread_events > len(self._tail):
+            while self._unread_events > self._tail.events:
                 batch = await self._read_disk(max_events, max_bytes)
                 if batch is not None:
                     return batch
-            return self._read_tail(max_events, max_bytes) if self._tail else None
-
-    def _read_tail(self, max_events: int, max_bytes: int) -> Batch:
-        tail = self._tail
-        taken: list[Event] = []
-        nbytes = 0
-        disk = 0
-        end = Position(0, 0)
-        while tail and len(taken) < max_events:
-            event, seg_id, offset, size = tail[0]
-            if taken and nbytes + len(event.raw) > max_bytes:
-                break
-            tail.popleft()
-            taken.append(event)
-            nbytes += len(event.raw)
-            disk += size
-            end = Position(seg_id, offset + size)
-        self._tail_bytes -= disk
-        return self._issue(taken, nbytes, disk, end)
+            if not self._tail:
+                return None
+            return self._issue(*self._tail.take(max_events, max_bytes))
 
     async def _read_disk(self, max_events: int, max_bytes: int) -> Batch | None:
         """The next batch of disk-only events; None when none was left (then the disk-only
@@ -288,14 +261,14 @@ class DiskBuffer(Buffer):
             self._log.error("segment unreadable, skipped", file=str(path), error=error)
             self._on_corrupt(1)
         self._read_pos = result.end
-        disk_only = self._unread_events - len(self._tail)
+        disk_only = self._unread_events - self._tail.events
         taken = [event for event, _ in result.records]
         disk = sum(size for _, size in result.records)
         if result.reached and disk_only > len(taken):
             # The files held fewer intact records than were written: damage appeared while
             # we ran. The lost ones were counted above; stop holding room for them.
             self._unread_events -= disk_only - len(taken)
-            self._unread_bytes = self._tail_bytes + disk
+            self._unread_bytes = self._tail.nbytes + disk
             self._room.set()
         if not taken:
             return None
@@ -304,8 +277,7 @@ class DiskBuffer(Buffer):
     def _read_limit(self) -> Position:
         """Where disk reads stop: the first tail entry, else the end of the newest file."""
         if self._tail:
-            _, seg_id, offset, _ = self._tail[0]
-            return Position(seg_id, offset)
+            return self._tail.start()
         newest = next(reversed(self._segments.values()))
         return Position(newest.id, newest.last_end)
 
@@ -339,7 +311,7 @@ class DiskBuffer(Buffer):
         held: list[Event] = []
         for seq in sorted(self._inflight):
             held.extend(self._inflight[seq][1])
-        disk_only = self._unread_events - len(self._tail)
+        disk_only = self._unread_events - self._tail.events
         if disk_only > 0 and self._read_pos is not None:
             views = [_view(s) for s in self._segments.values()]
             reader = SegmentReader()
@@ -350,7 +322,7 @@ class DiskBuffer(Buffer):
             finally:
                 reader.close()
             held.extend(event for event, _ in result.records)
-        held.extend(entry[0] for entry in self._tail)
+        held.extend(self._tail)
         return held
 
     # -- metrics -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forwarder.buffers.disk.segment import decode, scan
+from forwarder.buffers.disk.segment import Decoder, scan
 from forwarder.buffers.disk.state import Position
 from forwarder.events import Event
 
@@ -49,6 +49,7 @@ class SegmentReader:
     def __init__(self) -> None:
         self._fd: int | None = None
         self._fd_path: Path | None = None
+        self._decoder = Decoder()
 
     def close(self) -> None:
         if self._fd is not None:
@@ -109,7 +110,8 @@ class SegmentReader:
                 if low >= high:
                     continue
                 for item in scan(fd, low, high, window):
-                    event = decode(item.payload) if item.payload is not None else None
+                    payload = item.payload
+                    event = self._decoder.decode(payload) if payload is not None else None
                     if event is None:
                         damaged += 1
                         result.end = Position(view.id, item.offset + item.size)

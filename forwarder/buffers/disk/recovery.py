@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from forwarder.buffers.disk.segment import Segment, decode, scan, segment_id_of
+from forwarder.buffers.disk.segment import Decoder, Segment, scan, segment_id_of
 from forwarder.buffers.disk.state import STATE_TMP, Position
 
 
@@ -80,6 +80,7 @@ def _scan_file(segment_id: int, path: Path, start: int) -> tuple[Segment, int]:
         segment = Segment(segment_id, path, size)
         damaged = 0
         span: list[int] | None = None
+        decode = Decoder().decode
         for item in scan(fd, min(start, size), size):
             # A record that frames and checks but does not decode is damage too; either way
             # the span of intact records breaks here.

@@ -1,9 +1,14 @@
 """Segment files: the on-disk record format and a scanner that survives damage.
 
-A segment is a run of records, each ``magic | length | crc32(payload) | payload``, where the
-payload is :meth:`Event.to_record`. The magic starts with 0xFF, a byte that never occurs in
-UTF-8 (so never inside a payload): after a damaged record the scanner jumps from one magic
-candidate to the next with ``bytes.find`` instead of trying every offset, and the CRC decides.
+A segment is a run of records, each ``magic | length | crc32(payload) | payload``. The payload
+is the envelope as compact JSON (``source``, ``received``, ``meta``), a newline, then the
+event's bytes as received. Keeping the event bytes apart from the envelope means reading a
+record back parses only the small envelope, never the event; compact JSON has no raw newline,
+so the first newline always ends the envelope.
+
+The magic starts with 0xFF, a byte that never occurs in UTF-8 (so never in a payload): after
+a damaged record the scanner jumps from one magic candidate to the next with ``bytes.find``
+instead of trying every offset, and the CRC decides.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import orjson
 
 from forwarder.events import Event
 
@@ -42,12 +49,59 @@ def encode(events: list[Event]) -> tuple[bytes, list[int]]:
     sizes: list[int] = []
     pack = HEADER.pack
     crc32 = zlib.crc32
+    dumps = orjson.dumps
+    # Events of one chunk usually share source and receive time: encode that envelope once.
+    last: tuple[str, float] | None = None
+    head = b""
     for event in events:
-        payload = event.to_record()
-        parts.append(pack(MAGIC, len(payload), crc32(payload)))
-        parts.append(payload)
-        sizes.append(HEADER_SIZE + len(payload))
+        if event.meta:
+            last = None
+            envelope = {"source": event.source, "received": event.received, "meta": event.meta}
+            head = dumps(envelope) + b"\n"
+        elif last is None or last[0] != event.source or last[1] != event.received:
+            last = (event.source, event.received)
+            head = dumps({"source": event.source, "received": event.received}) + b"\n"
+        raw = event.raw
+        length = len(head) + len(raw)
+        parts.append(pack(MAGIC, length, crc32(raw, crc32(head))))
+        parts.append(head)
+        parts.append(raw)
+        sizes.append(HEADER_SIZE + length)
     return b"".join(parts), sizes
+
+
+class Decoder:
+    """Turns intact payloads back into events, parsing a repeated envelope only once."""
+
+    __slots__ = ("_head", "_received", "_source")
+
+    def __init__(self) -> None:
+        self._head = b""
+        self._source = ""
+        self._received = 0.0
+
+    def decode(self, payload: bytes) -> Event | None:
+        """The event in a payload; None when the payload does not hold one."""
+        cut = payload.find(b"\n")
+        raw = payload[cut + 1 :]
+        if cut < 0 or raw[:1] != b"{":
+            return None
+        head = payload[:cut]
+        if head == self._head:
+            return Event(raw, self._source, self._received)
+        try:
+            envelope = orjson.loads(head)
+            source, received = envelope["source"], float(envelope["received"])
+            meta = envelope.get("meta")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # orjson errors are ValueErrors; the others are an envelope of the wrong shape.
+            return None
+        if not isinstance(source, str) or not (meta is None or isinstance(meta, dict)):
+            return None
+        if meta is None:
+            # Only meta-less envelopes are reused: events must not share a mutable dict.
+            self._head, self._source, self._received = head, source, received
+        return Event(raw, source, received, meta)
 
 
 @dataclass(slots=True)
@@ -139,13 +193,3 @@ def _refill(
         chunk = os.pread(fd, want, have_to)
         kept += chunk
     return kept, pos, 0
-
-
-def decode(payload: bytes) -> Event | None:
-    """The event in an intact record; None when the record does not hold one."""
-    try:
-        event = Event.from_record(payload)
-    except (ValueError, KeyError, TypeError, AttributeError):
-        # orjson errors are ValueErrors; the others are a record of the wrong shape.
-        return None
-    return event if event.raw[:1] == b"{" else None
