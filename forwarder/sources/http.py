@@ -76,6 +76,10 @@ class HttpSource(Source):
             access_log=None,
             handle_signals=False,
             keepalive_timeout=self.config.idle_timeout_secs,
+            # read_body inflates gzip itself, bounded by max_body_bytes; aiohttp's own
+            # decompression would inflate unbounded, then read_body would gunzip twice
+            # (400) and other encodings would get 400 instead of 415.
+            auto_decompress=False,
         )
         await self._runner.setup()
         self._site = web.TCPSite(
