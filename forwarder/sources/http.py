@@ -7,6 +7,7 @@ for ``queue_wait_secs`` the answer is 503 with ``Retry-After`` and nothing is ke
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ssl
 import time
@@ -56,7 +57,7 @@ class HttpSource(Source):
     def __init__(self, config: HttpConfig, ctx: SourceContext) -> None:
         super().__init__(config, ctx)
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: _LimitedSite | None = None
         self._ssl: ssl.SSLContext | None = None
         self._tokens = [t.get_secret_value().encode() for t in config.auth_tokens]
         self.app = web.Application(client_max_size=config.max_body_bytes)
@@ -64,7 +65,11 @@ class HttpSource(Source):
         self._add_routes(self.app)
 
     def _add_routes(self, app: web.Application) -> None:
-        """Extension point for more routes on the same listener."""
+        """The HEC-compatible routes share this listener."""
+        # Imported here: the HEC module builds on this one (BodyError, accept, read_body).
+        from forwarder.sources.hec import HecRoutes
+
+        HecRoutes(self).add_to(app)
 
     async def start(self) -> None:
         if self._runner is not None:
@@ -82,8 +87,19 @@ class HttpSource(Source):
             auto_decompress=False,
         )
         await self._runner.setup()
-        self._site = web.TCPSite(
-            self._runner, host, port, ssl_context=self._ssl, backlog=1024, reuse_address=True
+        server = self._runner.server
+        assert server is not None
+        self.ctx.metrics.connections_active.labels(self.ctx.name).set_function(
+            lambda: len(server.connections)
+        )
+        self._site = _LimitedSite(
+            self._runner,
+            host,
+            port,
+            ssl_context=self._ssl,
+            max_connections=self.config.max_connections,
+            handshake_timeout_secs=self.config.idle_timeout_secs,
+            on_refused=lambda: self.ctx.ingest_error("too_many_connections"),
         )
         await self._site.start()
 
@@ -268,6 +284,77 @@ def _parse_ndjson(
                 )
         index += 1
     return items, errors
+
+
+class _LimitedSite(web.BaseSite):
+    """A TCP listener for the runner that refuses connections past ``max_connections``.
+
+    aiohttp's TCPSite has no such limit; this one wraps the runner's protocol factory and
+    answers an excess connection by closing it at once, before any byte is read.
+    """
+
+    def __init__(
+        self,
+        runner: web.AppRunner,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        max_connections: int,
+        handshake_timeout_secs: float,
+        on_refused: Any,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=1024)
+        self._host = host
+        self._port = port
+        self._limit = max_connections
+        self._handshake_timeout = handshake_timeout_secs
+        self._on_refused = on_refused
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        # A burst of accepts creates many protocols before any of them registers with the
+        # server, so the ones created but not yet registered are counted too. The transport
+        # schedules its connection_made right after the factory returns; two hops of the
+        # loop later it is registered.
+        accepting = 0
+
+        def settle() -> None:
+            nonlocal accepting
+            accepting -= 1
+
+        def protocol() -> asyncio.BaseProtocol:
+            nonlocal accepting
+            if len(server.connections) + accepting >= self._limit:
+                self._on_refused()
+                return _Refused()
+            accepting += 1
+            loop.call_soon(loop.call_soon, settle)
+            return server()
+
+        self._server = await loop.create_server(
+            protocol,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            # A client that connects and never finishes the handshake is idle too.
+            ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
+            backlog=self._backlog,
+            reuse_address=True,
+        )
+
+
+class _Refused(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.close()
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> web.Response:
