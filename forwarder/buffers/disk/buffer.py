@@ -9,27 +9,26 @@ batches; it is saved in a state file, and fully delivered segments are deleted.
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable, Coroutine
-from itertools import count, islice
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
 
 from forwarder.buffers.base import Batch, Buffer
+from forwarder.buffers.disk.ledger import Ledger, delivered_segments, skip_gap
 from forwarder.buffers.disk.reader import SegmentReader, SegmentView
 from forwarder.buffers.disk.recovery import Recovered, recover
 from forwarder.buffers.disk.segment import Segment, encode
 from forwarder.buffers.disk.state import Position, StateError, read_state, write_state
 from forwarder.buffers.disk.tail import Tail
-from forwarder.buffers.disk.writer import SegmentWriter, run_sync
+from forwarder.buffers.disk.writer import SegmentWriter, probe_write, remove_files, run_sync
 from forwarder.events import Event
 
 FsyncMode = Literal["always", "interval", "never"]
 MIB = 1024 * 1024
 PROBE_INTERVAL_SECS = 1.0
-PROBE_BYTES = 64 * 1024
 # A read walks at most this many segments, so its snapshot stays small however deep the
 # backlog is; a batch rarely spans more than two.
 READ_VIEW_SEGMENTS = 8
@@ -37,18 +36,6 @@ READ_VIEW_SEGMENTS = 8
 
 class BufferWriteError(Exception):
     """The disk buffer could not store the events: nothing of the chunk was kept."""
-
-
-class _Ticket:
-    """A batch in flight: its place in read order, its size, and where it ends on disk."""
-
-    __slots__ = ("end", "events", "nbytes", "seq")
-
-    def __init__(self, seq: int, events: int, nbytes: int, end: Position) -> None:
-        self.seq = seq
-        self.events = events
-        self.nbytes = nbytes
-        self.end = end
 
 
 class DiskBuffer(Buffer):
@@ -109,14 +96,8 @@ class DiskBuffer(Buffer):
         self._unread_events = 0
         self._unread_bytes = 0
         self._read_pos: Position | None = None
-        self._inflight: dict[int, tuple[_Ticket, list[Event]]] = {}
-        self._inflight_events = 0
-        self._inflight_bytes = 0
-        self._seqs = count()
-        self._acked: dict[int, _Ticket] = {}
-        self._ack_next = 0
-        self._delivered: Position | None = None
-        self._saved: Position | None = None
+        self._ledger = Ledger()
+        self._saved: Position | None = None  # the position in the state file
         self._recovered = False
         self._running = False
         self._stopped = False
@@ -284,33 +265,19 @@ class DiskBuffer(Buffer):
     def _issue(self, events: list[Event], nbytes: int, disk: int, end: Position) -> Batch:
         self._unread_events -= len(events)
         self._unread_bytes -= disk
-        ticket = _Ticket(next(self._seqs), len(events), disk, end)
-        self._inflight[ticket.seq] = (ticket, events)
-        self._inflight_events += len(events)
-        self._inflight_bytes += disk
         self._read_pos = end
-        return Batch(events, nbytes, ticket)
+        return Batch(events, nbytes, self._ledger.issue(events, disk, end))
 
     def ack(self, batch: Batch) -> None:
-        ticket = batch.token
-        if not isinstance(ticket, _Ticket) or self._inflight.pop(ticket.seq, None) is None:
-            return
-        self._inflight_events -= ticket.events
-        self._inflight_bytes -= ticket.nbytes
-        # Batches finish out of order; the delivered position only moves over the
-        # contiguous prefix, so a restart re-sends a straggler rather than skipping it.
-        self._acked[ticket.seq] = ticket
-        while self._ack_next in self._acked:
-            self._delivered = self._acked.pop(self._ack_next).end
-            self._ack_next += 1
+        known, moved = self._ledger.ack(batch.token)
+        if moved:
             self._state_dirty.set()
-        self._room.set()
+        if known:
+            self._room.set()
 
     def unacked(self) -> list[Event]:
         """In-flight and unread events, oldest first; the disk-only part is read back here."""
-        held: list[Event] = []
-        for seq in sorted(self._inflight):
-            held.extend(self._inflight[seq][1])
+        held = self._ledger.in_flight()
         disk_only = self._unread_events - self._tail.events
         if disk_only > 0 and self._read_pos is not None:
             views = [_view(s) for s in self._segments.values()]
@@ -329,11 +296,11 @@ class DiskBuffer(Buffer):
 
     @property
     def depth_events(self) -> int:
-        return self._unread_events + self._inflight_events
+        return self._unread_events + self._ledger.events
 
     @property
     def depth_bytes(self) -> int:
-        return self._unread_bytes + self._inflight_bytes
+        return self._unread_bytes + self._ledger.nbytes
 
     @property
     def unread_events(self) -> int:
@@ -371,7 +338,7 @@ class DiskBuffer(Buffer):
             first = found.segments[0]
             self._read_pos = Position(first.id, first.spans[0][0])
             self._readable.set()
-        self._delivered = self._saved = saved
+        self._ledger.delivered = self._saved = saved
         self._recovered = True
         self._log.info(
             "disk buffer recovered",
@@ -397,7 +364,7 @@ class DiskBuffer(Buffer):
                 try:
                     if not self._recovered:
                         await self._recover()
-                    await asyncio.to_thread(_probe_write, self.directory)
+                    await asyncio.to_thread(probe_write, self.directory)
                 except OSError as exc:
                     self.disk_error = f"{exc.strerror or exc} ({exc.filename or self.directory})"
                     continue
@@ -439,10 +406,10 @@ class DiskBuffer(Buffer):
 
     async def _save_state(self) -> None:
         """Save the delivered position, then delete the files it has moved past."""
-        position = self._delivered
+        position = self._ledger.delivered
         if position is None:
             return
-        position = self._skip_gap(position)
+        position = skip_gap(self._segments, position)
         if position != self._saved:
             try:
                 await asyncio.to_thread(
@@ -457,31 +424,13 @@ class DiskBuffer(Buffer):
                 self._state_failed = False
         # Deleting a delivered file is safe before its position is saved: recovery skips a
         # missing file, and on a full disk this is what frees space for the state file.
-        current = self._writer.current
-        done = [
-            s
-            for s in self._segments.values()
-            if s is not current
-            and (
-                s.id < position.segment
-                or (s.id == position.segment and position.offset >= s.last_end)
-            )
-        ]
+        done = delivered_segments(self._segments, position, self._writer.current)
         for segment in done:
             del self._segments[segment.id]
         if done:
-            await asyncio.to_thread(_remove_files, [s.path for s in done], self._log)
-
-    def _skip_gap(self, position: Position) -> Position:
-        """Move a position at the end of intact records past the damage that follows, so a
-        restart does not count that damage again."""
-        segment = self._segments.get(position.segment)
-        if segment is None:
-            return position
-        for begin, end in segment.spans:
-            if end > position.offset:
-                return Position(segment.id, max(begin, position.offset))
-        return position
+            failures = await asyncio.to_thread(remove_files, [s.path for s in done])
+            for path, error in failures:
+                self._log.warning("could not delete a delivered segment", file=path, error=error)
 
     async def _sleep(self, secs: float) -> bool:
         """Sleep ``secs``; True (at once) when the buffer is stopping."""
@@ -500,23 +449,3 @@ class DiskBuffer(Buffer):
 
 def _view(segment: Segment) -> SegmentView:
     return SegmentView(segment.id, segment.path, tuple((a, b) for a, b in segment.spans))
-
-
-def _probe_write(directory: Path) -> None:
-    """Write and remove a small file: succeeds once the directory takes data again."""
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "probe.tmp"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, bytes(PROBE_BYTES))
-    finally:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-
-
-def _remove_files(paths: list[Path], log: Any) -> None:
-    for path in paths:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as exc:
-            log.warning("could not delete a delivered segment", file=str(path), error=str(exc))

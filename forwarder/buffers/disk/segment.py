@@ -47,26 +47,32 @@ def encode(events: list[Event]) -> tuple[bytes, list[int]]:
     """The records for ``events`` as one buffer, and each record's size."""
     parts: list[bytes] = []
     sizes: list[int] = []
+    add_part = parts.append
+    add_size = sizes.append
     pack = HEADER.pack
     crc32 = zlib.crc32
     dumps = orjson.dumps
-    # Events of one chunk usually share source and receive time: encode that envelope once.
+    # Events of one chunk usually share source and receive time: encode that envelope (and
+    # its share of the CRC) once.
     last: tuple[str, float] | None = None
     head = b""
+    head_crc = 0
     for event in events:
         if event.meta:
             last = None
             envelope = {"source": event.source, "received": event.received, "meta": event.meta}
             head = dumps(envelope) + b"\n"
+            head_crc = crc32(head)
         elif last is None or last[0] != event.source or last[1] != event.received:
             last = (event.source, event.received)
             head = dumps({"source": event.source, "received": event.received}) + b"\n"
+            head_crc = crc32(head)
         raw = event.raw
         length = len(head) + len(raw)
-        parts.append(pack(MAGIC, length, crc32(raw, crc32(head))))
-        parts.append(head)
-        parts.append(raw)
-        sizes.append(HEADER_SIZE + length)
+        add_part(pack(MAGIC, length, crc32(raw, head_crc)))
+        add_part(head)
+        add_part(raw)
+        add_size(HEADER_SIZE + length)
     return b"".join(parts), sizes
 
 

@@ -149,6 +149,29 @@ def run_sync(job: SyncJob) -> None:
         raise failure
 
 
+def probe_write(directory: Path, nbytes: int = 64 * 1024) -> None:
+    """Write and remove a small file: succeeds once the directory takes data again."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "probe.tmp"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        _write_all(fd, bytes(nbytes))
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+def remove_files(paths: list[Path]) -> list[tuple[str, str]]:
+    """Delete files; return (file, error) for each one that could not be deleted."""
+    failures: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            failures.append((str(path), str(exc)))
+    return failures
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     done = 0
