@@ -20,20 +20,24 @@ and the producer's own fields can never overwrite each other; the caller decides
 
 BSD timestamps carry neither year nor zone. The zone is ``assume_tz`` (UTC unless the caller
 knows better); the year is the one that puts the timestamp nearest to the receive time, so a
-``Dec 31 23:59:59`` received on 1 January lands in the old year. A leap second (``:60``) is
-read as ``:59``.
+``Dec 31 23:59:59`` received on 1 January lands in the old year (a ``Feb 29`` with no leap
+year within a year of it is not a timestamp). A leap second (``:60``) is read as ``:59``.
+
+BSD headers are ambiguous, and the reading follows rsyslog's: after a timestamp the first
+word is the host; a word followed by ``: `` (optionally ``[pid]``) is the tag, which is how
+``SysLogHandler``'s ident and glibc's ``syslog(3)`` look; without a timestamp there is no host.
 
 Input that has no valid ``<PRI>`` is parsed as neither RFC: the result is the text (invalid
 UTF-8 replaced) with ``syslog_parse_error`` saying why, and ``ok`` is False. Anything after a
-valid ``<PRI>`` parses, as RFC 3164 at worst, where unrecognised text becomes ``message``, so
-no byte the sender wrote is lost.
+valid ``<PRI>`` parses, as RFC 3164 at worst: text that fits no header field, including a
+5424 line with an impossible timestamp or broken structured data, stays in ``message``.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -57,6 +61,8 @@ _MONTHS = {
         ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
     )
 }
+_MONTH_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_TWO_DIGITS = tuple(f"{n:02d}" for n in range(60))
 _TRAILER = b"\r\n\x00"
 _BOM = "\ufeff"
 # Past this distance from the receive time the current year may not be the nearest one.
@@ -231,47 +237,101 @@ def _set_message(event: dict[str, Any], message: str) -> None:
     event["message"] = message
 
 
+# Calendar arithmetic by hand, with the per-day parts cached: datetime objects and padded
+# formatting cost more than the rest of a parse together, and a stream's timestamps share a
+# handful of dates.
+
+
 def _iso_to_utc(match: re.Match[str], assume_tz: tzinfo) -> str | None:
     year, month, day, hour, minute, second, fraction, offset = match.groups()
-    try:
-        stamp = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), min(int(second), 59)
-        )
-        if offset is None:
-            stamp = stamp.replace(tzinfo=assume_tz).astimezone(UTC)
-        elif offset not in ("Z", "z", "+00:00", "-00:00"):
-            minutes = int(offset[1:3]) * 60 + int(offset[4:6])
-            stamp -= timedelta(minutes=minutes if offset[0] == "+" else -minutes)
-    except (ValueError, OverflowError):
-        # Out-of-range fields, or an offset that pushes year 1 or 9999 off the calendar.
+    days = _days(int(year), int(month), int(day))
+    secs = _seconds(int(hour), int(minute), int(second))
+    if days is None or secs is None:
         return None
-    return _format(stamp, fraction)
+    if offset in ("Z", "z", "+00:00", "-00:00") or (offset is None and assume_tz is UTC):
+        return _format(days * 86400 + secs, fraction)
+    if offset is None:
+        shift = _zone_offset(assume_tz, days * 86400 + secs)
+    else:
+        shift = int(offset[1:3]) * 3600 + int(offset[4:6]) * 60
+        shift = shift if offset[0] == "+" else -shift
+    return _format(days * 86400 + secs - shift, fraction)
 
 
 def _bsd_to_utc(match: re.Match[str], received: float, assume_tz: tzinfo) -> str | None:
     month_name, day, hour, minute, second, fraction = match.groups()
-    fields = (_MONTHS[month_name], int(day), int(hour), int(minute), min(int(second), 59))
-    this_year = time.gmtime(received).tm_year
-    best: datetime | None = None
-    best_distance = 0.0
-    # The receive year first: it is the answer unless the message is months away from now.
-    for year in (this_year, this_year - 1, this_year + 1):
-        try:
-            candidate = datetime(year, *fields, tzinfo=assume_tz)
-        except ValueError:
-            continue
-        distance = abs(candidate.timestamp() - received)
-        if best is None or distance < best_distance:
-            best, best_distance = candidate, distance
-        if best_distance < _SAFE_YEAR_DISTANCE_SECS:
-            break
-    if best is None:
+    secs = _seconds(int(hour), int(minute), int(second))
+    if secs is None:
         return None
-    return _format(best.astimezone(UTC), fraction)
+    month, day_of_month = _MONTHS[month_name], int(day)
+    received_year = _civil_date(int(received // 86400))[0]
+    best: int | None = None
+    # The receive year first: it is the answer unless the message is months away from now.
+    for year in (received_year, received_year - 1, received_year + 1):
+        days = _days(year, month, day_of_month)
+        if days is None:
+            continue
+        epoch = days * 86400 + secs
+        if assume_tz is not UTC:
+            epoch -= _zone_offset(assume_tz, epoch)
+        if best is None or abs(epoch - received) < abs(best - received):
+            best = epoch
+        if abs(best - received) < _SAFE_YEAR_DISTANCE_SECS:
+            break
+    return None if best is None else _format(best, fraction)
 
 
-def _format(stamp: datetime, fraction: str | None) -> str:
+def _seconds(hour: int, minute: int, second: int) -> int | None:
+    """Seconds into the day, a leap second read as :59; None if not a time of day."""
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    return hour * 3600 + minute * 60 + min(second, 59)
+
+
+@lru_cache(maxsize=512)
+def _days(year: int, month: int, day: int) -> int | None:
+    """Days from 1970-01-01 to a real date (proleptic Gregorian), or None."""
+    if not (1 <= month <= 12 and 1 <= year <= 9999):
+        return None
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= (29 if month == 2 and leap else _MONTH_DAYS[month]):
+        return None
+    # days_from_civil, H. Hinnant's algorithm.
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
+@lru_cache(maxsize=512)
+def _civil_date(days: int) -> tuple[int, str]:
+    """The year and the "YYYY-MM-DD" of a day number; civil_from_days, inverse of _days."""
+    days += 719468
+    era = days // 146097
+    day_of_era = days - era * 146097
+    year_of_era = (
+        day_of_era - day_of_era // 1460 + day_of_era // 36524 - day_of_era // 146096
+    ) // 365
+    day_of_year = day_of_era - (365 * year_of_era + year_of_era // 4 - year_of_era // 100)
+    shifted_month = (5 * day_of_year + 2) // 153
+    day = day_of_year - (153 * shifted_month + 2) // 5 + 1
+    month = shifted_month + (3 if shifted_month < 10 else -9)
+    year = year_of_era + era * 400 + (month <= 2)
+    return year, f"{year:04d}-{month:02d}-{day:02d}"
+
+
+def _zone_offset(zone: tzinfo, local_epoch: int) -> int:
+    """UTC offset in seconds of ``zone`` at a local wall-clock time given as epoch."""
+    wall = datetime(1970, 1, 1) + timedelta(seconds=local_epoch)
+    offset = zone.utcoffset(wall)
+    return int(offset.total_seconds()) if offset is not None else 0
+
+
+def _format(epoch: int, fraction: str | None) -> str:
+    days, secs = divmod(epoch, 86400)
     return (
-        f"{stamp.year:04d}-{stamp.month:02d}-{stamp.day:02d}T"
-        f"{stamp.hour:02d}:{stamp.minute:02d}:{stamp.second:02d}{fraction or ''}Z"
+        f"{_civil_date(days)[1]}T{_TWO_DIGITS[secs // 3600]}:{_TWO_DIGITS[secs // 60 % 60]}"
+        f":{_TWO_DIGITS[secs % 60]}{fraction or ''}Z"
     )

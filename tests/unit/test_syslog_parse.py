@@ -242,6 +242,15 @@ def test_bsd_timestamp_in_assumed_zone() -> None:
 TS = "2026-12-04T20:08:42Z"
 
 
+def test_offsetless_iso_timestamp_in_assumed_zone() -> None:
+    """An ISO timestamp without offset is read in assume_tz; one with an offset is not."""
+    zone = timezone(timedelta(hours=-3))
+    bare, _ = parse_syslog(b"<13>2026-12-31T22:00:00 h t: m", received=DEC_4_2026, assume_tz=zone)
+    assert bare["timestamp"] == "2027-01-01T01:00:00Z"
+    fixed, _ = parse_syslog(b"<13>2026-12-31T22:00:00Z h t: m", received=DEC_4_2026, assume_tz=zone)
+    assert fixed["timestamp"] == "2026-12-31T22:00:00Z"
+
+
 @pytest.mark.parametrize(
     ("data", "fields"),
     [
