@@ -56,7 +56,7 @@ async def wait_for(
 
 
 class FakeCollector(FakeServer):
-    """A generic HTTP collector for the ``http`` sink: ``POST /ingest``.
+    """A generic HTTP collector for the ``http`` sink: ``POST /ingest`` (or ``PUT``).
 
     Arguments:
         max_body_bytes: bodies larger than this are answered 413 (None: no limit).
@@ -79,7 +79,7 @@ class FakeCollector(FakeServer):
         return f"{self.url}/ingest"
 
     def _routes(self) -> list[web.RouteDef]:
-        return [web.post("/ingest", self._post)]
+        return [web.post("/ingest", self._post), web.put("/ingest", self._post)]
 
     async def _post(self, request: web.Request) -> web.StreamResponse:
         self.in_flight += 1
