@@ -8,6 +8,7 @@ before the event enters a buffer, because a parsed dict costs several times its 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,27 +111,37 @@ def object_time(obj: dict[str, Any], fields: tuple[str, ...] = TIME_FIELDS) -> f
 
 
 def parse_time(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
+    """Epoch seconds from an RFC 3339 string or an epoch s/ms number; None if neither."""
     if isinstance(value, str):
         text = value.strip()
+        if len(text) >= 19 and text[4] == "-" and text[10] in "Tt ":
+            return _rfc3339(text)
         try:
             value = float(text)
         except ValueError:
-            try:
-                moment = datetime.fromisoformat(
-                    text.replace("Z", "+00:00", 1) if text.endswith("Z") else text
-                )
-            except ValueError:
-                return None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return moment.timestamp()
-    if isinstance(value, int | float):
+            return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)
         # Epoch milliseconds are past the year 33658 when read as seconds: no ambiguity.
         return number / 1000.0 if number > 1e12 else number
     return None
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _rfc3339(text: str) -> float | None:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        # Nanosecond fractions (Go, Java) are valid RFC 3339 that datetime cannot hold.
+        try:
+            moment = datetime.fromisoformat(_FRACTION.sub(r"\1", text, count=1))
+        except ValueError:
+            return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC).timestamp()
+    return moment.timestamp()
 
 
 def decode_object(line: bytes) -> dict[str, Any] | None:
