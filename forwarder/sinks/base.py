@@ -166,10 +166,11 @@ class HttpSink(Sink):
         return self._session
 
     async def post(
-        self, url: str, body: bytes, headers: dict[str, str]
+        self, url: str, body: bytes, headers: dict[str, str], *, method: str = "POST"
     ) -> tuple[int, str, float | None]:
-        """POST and read the whole answer: (status, body text, Retry-After seconds)."""
-        async with self.session.post(url, data=body, headers=headers) as resp:
+        """Send (POST unless told) and read the whole answer: (status, body text,
+        Retry-After seconds)."""
+        async with self.session.request(method, url, data=body, headers=headers) as resp:
             text = await resp.text(errors="replace")
             return resp.status, text[:4096], parse_retry_after(resp.headers.get("Retry-After"))
 

@@ -49,5 +49,7 @@ class HttpCollectorSink(HttpSink):
         if self.config.compression == "gzip":
             body = gzip.compress(body, self.config.compression_level)
             headers["Content-Encoding"] = "gzip"
-        status, text, retry_after = await self.post(self.config.endpoint, body, headers)
+        status, text, retry_after = await self.post(
+            self.config.endpoint, body, headers, method=self.config.method
+        )
         return classify_http(status, text, retry_after)
