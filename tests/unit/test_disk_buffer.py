@@ -7,12 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from forwarder.buffers.base import Batch
 from forwarder.buffers.disk import BufferWriteError, DiskBuffer
 from forwarder.buffers.disk.segment import HEADER_SIZE
 from forwarder.events import Event
@@ -620,3 +624,76 @@ async def test_read_only_filesystem_sets_error_and_recovers(tiny_fs: Path) -> No
         assert numbers(await drain(buffer)) == [7, 8, 9]
     finally:
         await buffer.stop()
+
+
+# -- against a model ---------------------------------------------------------------------
+
+Op = tuple[str, int]
+ops_strategy = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(1, 40)),
+        st.tuples(st.just("read"), st.integers(1, 30)),
+        st.tuples(st.just("ack"), st.integers(0, 3)),
+        st.tuples(st.just("restart"), st.just(0)),
+    ),
+    max_size=40,
+)
+
+
+async def run_against_model(directory: Path, ops: list[Op]) -> None:
+    options = {"tail_bytes": 600, "segment_bytes": 2 * KIB, "fsync": "never"}
+    buffer = await reopen(directory, **options)
+    appended = 0
+    queue: list[int] = []  # ids not yet read, in order
+    flight: list[tuple[Batch, list[int]]] = []  # in read order
+    acked: set[int] = set()  # positions in flight that were acked
+    try:
+        for op, arg in ops:
+            if op == "append":
+                buffer.append(make_events(arg, start=appended, pad=appended % 7 * 10))
+                queue.extend(range(appended, appended + arg))
+                appended += arg
+            elif op == "read":
+                batch = await buffer.read(arg, 1 << 20, 0)
+                if not queue:
+                    assert batch is None
+                    continue
+                assert batch is not None
+                assert numbers(batch.events) == queue[: len(batch.events)]
+                flight.append((batch, queue[: len(batch.events)]))
+                del queue[: len(batch.events)]
+            elif op == "ack" and flight:
+                index = arg % len(flight)
+                buffer.ack(flight[index][0])
+                acked.add(index)
+            elif op == "restart":
+                await buffer.stop()
+                # Everything after the contiguous acked prefix comes back, in order.
+                prefix = 0
+                while prefix in acked:
+                    prefix += 1
+                queue = [n for _, ids in flight[prefix:] for n in ids] + queue
+                flight, acked = [], set()
+                buffer = await reopen(directory, **options)
+            assert buffer.depth_events == len(queue) + sum(
+                len(ids) for i, (_, ids) in enumerate(flight) if i not in acked
+            )
+            assert buffer.unread_events == len(queue)
+        await buffer.stop()
+        prefix = 0
+        while prefix in acked:
+            prefix += 1
+        expected = [n for _, ids in flight[prefix:] for n in ids] + queue
+        buffer = await reopen(directory, **options)
+        assert numbers(await drain(buffer, batch=17)) == expected
+    finally:
+        await buffer.stop()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops_strategy)
+def test_matches_a_model_under_random_appends_reads_acks_and_restarts(ops: list[Op]) -> None:
+    """Any mix of appends, reads, out-of-order acks and restarts yields exactly the events a
+    simple model predicts, in order, with depth counts to match."""
+    with tempfile.TemporaryDirectory() as directory:
+        asyncio.run(run_against_model(Path(directory), ops))
