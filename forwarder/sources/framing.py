@@ -13,6 +13,7 @@ newlines (and NULs) between frames are skipped.
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 from forwarder.sources.lines import LineSplitter
@@ -23,6 +24,7 @@ __all__ = ["SyslogFramer"]
 # with no space still fails fast instead of being held.
 _MAX_LEN_DIGITS: Final = 10
 _BETWEEN_FRAMES: Final = b"\r\n\x00"
+_FRAME_HEAD: Final = re.compile(rb"[\r\n\x00]*(\d{1,%d}) " % _MAX_LEN_DIGITS)
 
 
 class SyslogFramer:
@@ -78,6 +80,8 @@ class SyslogFramer:
         return self._lines.feed(data)
 
     def _feed_octets(self, data: bytes) -> tuple[list[bytes], int]:
+        if self._header:
+            data, self._header = self._header + data, b""
         messages: list[bytes] = []
         skipped = 0
         pos, end = 0, len(data)
@@ -87,8 +91,6 @@ class SyslogFramer:
                 self._remaining -= take
                 if self._skipping:
                     self._skipping = self._remaining > 0
-                elif self._remaining == 0 and not self._body:
-                    messages.append(data[pos : pos + take])
                 else:
                     self._body += data[pos : pos + take]
                     if self._remaining == 0:
@@ -96,28 +98,27 @@ class SyslogFramer:
                         self._body.clear()
                 pos += take
                 continue
-            if not self._header:
-                while pos < end and data[pos] in _BETWEEN_FRAMES:
-                    pos += 1
-                if pos == end:
+            head = _FRAME_HEAD.match(data, pos)
+            if head is None:
+                rest = data[pos:].lstrip(_BETWEEN_FRAMES)
+                if len(rest) <= _MAX_LEN_DIGITS and (not rest or rest.isdigit()):
+                    # A length field cut by the end of this read.
+                    self._header = rest
                     break
-            window = data[pos : pos + _MAX_LEN_DIGITS + 1 - len(self._header)]
-            space = window.find(b" ")
-            digits = self._header + (window if space < 0 else window[:space])
-            if not digits.isdigit() or len(digits) > _MAX_LEN_DIGITS:
                 # Not a length field: the rest of the connection is LF framed.
                 self._octets = False
-                rest = self._header + data[pos:]
-                self._header = b""
                 lines, too_large = self._feed_lines(rest)
                 return messages + lines, skipped + too_large
-            if space < 0:
-                self._header = digits
-                break
-            self._header = b""
-            pos += space + 1
-            self._remaining = int(digits)
-            if self._remaining > self._max:
+            pos = head.end()
+            length = int(head.group(1))
+            if length > self._max:
                 self._skipping = True
                 skipped += 1
+            elif pos + length <= end:
+                # The common case: the whole frame is in this read, no copy into _body.
+                if length:
+                    messages.append(data[pos : pos + length])
+                pos += length
+                continue
+            self._remaining = length
         return messages, skipped
