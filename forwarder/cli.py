@@ -102,13 +102,30 @@ def data_dir_warnings(config: Config) -> list[str]:
 def run(path: str | None) -> int:
     from forwarder import logs
     from forwarder.daemon import Daemon
+    from forwarder.supervisor import (
+        Supervisor,
+        follow_parent,
+        worker_identity,
+        worker_overrides,
+    )
 
     config = load_config(path)
     logs.configure(config.settings.log.level, config.settings.log.format)
+    identity = worker_identity()
+    if identity is not None:
+        import structlog
+
+        follow_parent()
+        config = worker_overrides(config)
+        structlog.contextvars.bind_contextvars(worker=identity[0])
+        count = 1
+    else:
+        count = config.settings.workers or os.cpu_count() or 1
 
     async def main_async() -> int:
-        daemon = Daemon(config)
-        return await daemon.run()
+        if count > 1:
+            return await Supervisor(config, count).run()
+        return await Daemon(config, instance=identity).run()
 
     try:
         return _run_loop(main_async())

@@ -167,6 +167,8 @@ class Settings(Model):
     admin: AdminConfig = AdminConfig()
     policy: list[PolicyRuleConfig] = []
     policy_hash_key: str | None = None
+    # Worker processes sharing the ingest ports; None: one per CPU core.
+    workers: int | None = Field(None, ge=1, le=64)
     secret_keys: ClassVar[tuple[str, ...]] = ("policy_hash_key",)
 
 

@@ -32,12 +32,19 @@ class Daemon:
     Arguments:
         config: the validated config.
         metrics: injected so tests can read them; a fresh set by default.
+        instance: (index, count) when this process is one of several workers.
     """
 
-    def __init__(self, config: Config, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        metrics: Metrics | None = None,
+        instance: tuple[int, int] | None = None,
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.topology = Topology(config, self.metrics)
+        self.instance = instance
+        self.topology = Topology(config, self.metrics, instance=instance)
         self.admin = AdminServer(
             config.settings.admin.address, self.metrics, self.status, self.readiness
         )
@@ -119,10 +126,17 @@ class Daemon:
 
     def _read_config(self) -> Config:
         if self.config.path is not None:
-            return load_file(self.config.path)
-        from importlib import resources
+            config = load_file(self.config.path)
+        else:
+            from importlib import resources
 
-        return load_text(resources.files("forwarder").joinpath("default.yaml").read_text())
+            config = load_text(resources.files("forwarder").joinpath("default.yaml").read_text())
+        if self.instance is not None:
+            from forwarder.supervisor import worker_overrides
+
+            # The supervisor's resolved ports and this worker's private admin port stand.
+            config = worker_overrides(config)
+        return config
 
     async def _reload_endpoint(self, request: web.Request) -> web.Response:
         result = await self.reload()
@@ -134,7 +148,12 @@ class Daemon:
         await self.topology.start()
         self.state = "running"
         self.metrics.ready.set(1)
-        self._banner()
+        if self.instance is not None:
+            from forwarder.supervisor import report_ready
+
+            report_ready(self.admin.bound)
+        else:
+            self._banner()
         await self.notifier.start()
         self.notifier.ready(self._status_line())
         self._spawn(self._status_loop())
@@ -181,31 +200,43 @@ class Daemon:
         log.info("stopped")
 
     def _banner(self) -> None:
-        admin = self.admin.bound
-        addresses = {
-            name: [f"{h}:{p}" for h, p in bound] for name, bound in self.topology.bound().items()
-        }
-        sinks = {}
-        for name, rt in self.topology.sinks.items():
-            where = getattr(rt.config, "path", None) or getattr(rt.config, "endpoint", None)
-            sinks[name] = f"{rt.config.type} {where}" if where else rt.config.type
-        log.info(
-            "forwarder ready",
-            version=__version__,
-            sources=addresses,
-            sinks=sinks,
-            admin=f"{admin[0]}:{admin[1]}" if admin else None,
+        bound = self.topology.bound()
+        banner(
+            self.config, {n: [f"{h}:{p}" for h, p in b] for n, b in bound.items()}, self.admin.bound
         )
-        for name, source in self.topology.sources.items():
-            for host, port in source.bound:
-                kind = source.config.type
-                hint = {
-                    "tcp": f'send NDJSON: echo \'{{"user":"alice"}}\' | nc -q1 {host} {port}',
-                    "http": f'POST JSON: curl -d \'{{"user":"alice"}}\' '
-                    f"-H 'Content-Type: application/json' http://{host}:{port}/v1/events",
-                }.get(kind, f"{kind} on {host}:{port}")
-                log.info("listening", component=name, address=f"{host}:{port}", hint=hint)
-        for name, where in sinks.items():
-            log.info("delivering", component=name, to=where)
-        if admin:
-            log.info("admin", metrics=f"http://{admin[0]}:{admin[1]}/metrics")
+
+
+def banner(
+    config: Config,
+    addresses: dict[str, list[str]],
+    admin: tuple[str, int] | None,
+    **extra: Any,
+) -> None:
+    """The start-up lines: where to send events, where they land, where the metrics are."""
+    sinks = {}
+    for name, cfg in config.sinks.items():
+        where = getattr(cfg, "path", None) or getattr(cfg, "endpoint", None)
+        sinks[name] = f"{cfg.type} {where}" if where else cfg.type
+    log.info(
+        "forwarder ready",
+        version=__version__,
+        sources=addresses,
+        sinks=sinks,
+        admin=f"{admin[0]}:{admin[1]}" if admin else None,
+        **extra,
+    )
+    for name, listening in addresses.items():
+        kind = config.sources[name].type
+        for address in listening:
+            host, _, port = address.rpartition(":")
+            hint = {
+                "tcp": f'send NDJSON: echo \'{{"user":"alice"}}\' | nc -q1 {host} {port}',
+                "http": f'POST JSON: curl -d \'{{"user":"alice"}}\' '
+                f"-H 'Content-Type: application/json' http://{host}:{port}/v1/events",
+                "syslog": f"syslog: logger -n {host} -P {port} --rfc5424 hello",
+            }.get(kind, f"{kind} on {address}")
+            log.info("listening", component=name, address=address, hint=hint)
+    for name, where in sinks.items():
+        log.info("delivering", component=name, to=where)
+    if admin:
+        log.info("admin", metrics=f"http://{admin[0]}:{admin[1]}/metrics")

@@ -60,11 +60,15 @@ class Topology:
     Arguments:
         config: the validated config.
         metrics: the process metrics (fresh registry per test).
+        instance: (index, count) of this worker process, or None when it is the only one.
     """
 
-    def __init__(self, config: Config, metrics: Metrics) -> None:
+    def __init__(
+        self, config: Config, metrics: Metrics, instance: tuple[int, int] | None = None
+    ) -> None:
         self.config = config
         self.metrics = metrics
+        self.instance = instance
         self.router = Router(metrics)
         self._background: set[asyncio.Task[None]] = set()
         self.sinks = {name: self._build_sink(name, cfg) for name, cfg in config.sinks.items()}
@@ -85,7 +89,8 @@ class Topology:
     def _build_sink(self, name: str, cfg: SinkConfig, buffer: Buffer | None = None) -> SinkRuntime:
         sink = SINKS[cfg.type][1](name, cfg)
         if buffer is None:
-            buffer = make_buffer(name, cfg, self.data_dir, self.metrics)
+            own, _ = instance_dirs(self.data_dir / "buffers", name, self.instance)
+            buffer = make_buffer(name, cfg, own, self.metrics)
         dead = DeadLetterStore(
             self.data_dir / "dead_letter" / name,
             name,
@@ -126,13 +131,49 @@ class Topology:
         await rt.buffer.start()
         await rt.sink.start()
         self._spawn(self._healthcheck(rt))
-        self._requeue_spill(rt)
+        own, orphans = instance_dirs(self.data_dir / "spill", rt.name, self.instance)
+        for directory in [own, *orphans]:
+            self._requeue_spill(rt, directory)
+        await self._adopt_disk_buffers(rt)
         await rt.batcher.start()
 
-    def _requeue_spill(self, rt: SinkRuntime) -> None:
+    async def _adopt_disk_buffers(self, rt: SinkRuntime) -> None:
+        """Disk buffers left by workers that no longer exist (``workers`` was lowered, or
+        raised from one): their events move into this process's buffer, then they go."""
+        import shutil
+
+        from forwarder.buffers.disk import DiskBuffer
+
+        _, orphans = instance_dirs(self.data_dir / "buffers", rt.name, self.instance)
+        for directory in orphans:
+            if not directory.is_dir():
+                continue
+            old = DiskBuffer(
+                rt.name,
+                directory,
+                max_events=1 << 62,
+                max_bytes=1 << 62,
+                on_corrupt=self.metrics.events_dropped.labels(rt.name, "corrupt").inc,
+            )
+            await old.start()
+            moved = 0
+            while (batch := await old.read(10_000, 64 << 20, 0)) is not None:
+                rt.buffer.append(batch.events)
+                await rt.buffer.commit()
+                old.ack(batch)
+                moved += len(batch.events)
+            await old.stop()
+            shutil.rmtree(directory, ignore_errors=True)
+            log.info(
+                "adopted a disk buffer of a former worker",
+                component=rt.name,
+                directory=str(directory),
+                events=moved,
+            )
+
+    def _requeue_spill(self, rt: SinkRuntime, directory: Path) -> None:
         from forwarder.buffers.spill import load_spill, remove_spill
 
-        directory = self.data_dir / "spill" / rt.name
         events, bad, paths = load_spill(directory)
         if bad:
             self.metrics.events_dropped.labels(rt.name, "corrupt").inc(bad)
@@ -193,7 +234,7 @@ class Topology:
         events = rt.buffer.unacked()
         if not events:
             return
-        directory = self.data_dir / "spill" / rt.name
+        directory, _ = instance_dirs(self.data_dir / "spill", rt.name, self.instance)
         try:
             write_spill(directory, events)
         except OSError as exc:
@@ -369,7 +410,35 @@ def compile_policy(rules: list[PolicyRuleConfig], hash_key: bytes | None) -> Pol
     return Policy.compile(rules, hash_key=hash_key)
 
 
-def make_buffer(name: str, cfg: SinkConfig, data_dir: Path, metrics: Metrics) -> Buffer:
+def instance_dirs(
+    root: Path, sink: str, instance: tuple[int, int] | None
+) -> tuple[Path, list[Path]]:
+    """(this process's directory for a sink, directories of former workers it adopts).
+
+    A lone process uses ``<sink>`` and adopts every ``<sink>.w<j>``; worker i of N uses
+    ``<sink>.w<i>`` and adopts ``<sink>.w<j>`` for j >= N with j % N == i, and worker 0 also
+    adopts the lone process's ``<sink>``. So no directory is ever left without an owner when
+    ``workers`` changes.
+    """
+    try:
+        siblings = [p for p in root.iterdir() if p.name.startswith(f"{sink}.w")]
+    except OSError:
+        siblings = []
+    numbered: dict[int, Path] = {}
+    for path in siblings:
+        suffix = path.name[len(sink) + 2 :]
+        if suffix.isdigit():
+            numbered[int(suffix)] = path
+    if instance is None:
+        return root / sink, [numbered[j] for j in sorted(numbered)]
+    index, count = instance
+    adopt = [numbered[j] for j in sorted(numbered) if j >= count and j % count == index]
+    if index == 0 and (root / sink).is_dir():
+        adopt.insert(0, root / sink)
+    return root / f"{sink}.w{index}", adopt
+
+
+def make_buffer(name: str, cfg: SinkConfig, directory: Path, metrics: Metrics) -> Buffer:
     b = cfg.buffer
     if b.type == "memory":
         return MemoryBuffer(name, max_events=b.max_events, max_bytes=b.max_bytes)
@@ -378,7 +447,7 @@ def make_buffer(name: str, cfg: SinkConfig, data_dir: Path, metrics: Metrics) ->
     corrupt = metrics.events_dropped.labels(name, "corrupt")
     buffer = DiskBuffer(
         name,
-        data_dir / "buffers" / name,
+        directory,
         max_events=b.max_events,
         max_bytes=b.max_bytes,
         segment_bytes=b.segment_bytes,

@@ -69,6 +69,13 @@ class Source(ABC):
         return {"type": self.config.type, "address": self.config.address}
 
 
+def reuse_port() -> bool:
+    """Whether listeners share their port with sibling worker processes (SO_REUSEPORT)."""
+    import os
+
+    return bool(os.environ.get("FORWARDER_WORKER"))
+
+
 def decode_lines(
     lines: list[bytes], source: str, *, keep_objects: bool, wrap_invalid: bool
 ) -> tuple[list[Event], int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -19,21 +20,24 @@ class AdminServer:
     Arguments:
         address: ``host:port`` to listen on.
         metrics: the metrics to expose.
-        status: returns the ``/api/status`` document.
+        status: returns the ``/api/status`` document (or an awaitable of it).
         ready: returns (ready, reason) for ``/readyz``.
+        render_metrics: replaces the registry's exposition (the supervisor sums workers').
     """
 
     def __init__(
         self,
         address: str,
         metrics: Metrics,
-        status: Callable[[], dict[str, Any]],
+        status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]],
         ready: Callable[[], tuple[bool, str]],
+        render_metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.address = address
         self.metrics = metrics
         self._status = status
         self._ready = ready
+        self._render = render_metrics
         self._runner: web.AppRunner | None = None
         self.app = web.Application()
         self.app.router.add_get("/metrics", self._metrics)
@@ -65,7 +69,10 @@ class AdminServer:
         return host, port
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.metrics.registry)
+        if self._render is not None:
+            body = await self._render()
+        else:
+            body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -76,4 +83,7 @@ class AdminServer:
         return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
 
     async def _api_status(self, request: web.Request) -> web.Response:
-        return web.Response(body=orjson.dumps(self._status()), content_type="application/json")
+        status = self._status()
+        if inspect.isawaitable(status):
+            status = await status
+        return web.Response(body=orjson.dumps(status), content_type="application/json")

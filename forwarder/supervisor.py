@@ -1,0 +1,355 @@
+"""``workers: N``: N worker processes share the ingest ports, one supervisor faces the world.
+
+Each worker is a full pipeline (its own sources, buffers and sinks) bound to the same ports
+with ``SO_REUSEPORT``, so the kernel spreads connections over the cores. The supervisor owns
+the admin port (metrics and status summed over the workers), systemd notifications and the
+signals: SIGTERM/SIGINT and SIGHUP are passed on, and a worker that dies is started again.
+
+A worker's disk buffers and spill files live under its own name (``<sink>.w<i>``) so two
+processes never share a file; see :func:`forwarder.topology.instance_dirs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+import aiohttp
+import orjson
+import structlog
+from aiohttp import web
+
+from forwarder import __version__
+from forwarder.config import Config, ConfigError, load_file, parse_address
+from forwarder.daemon import banner
+from forwarder.systemd import SystemdNotifier
+from forwarder.telemetry.admin import AdminServer
+from forwarder.telemetry.aggregate import merge_metrics, merge_status
+from forwarder.telemetry.metrics import Metrics
+
+log = structlog.get_logger()
+
+WORKER_ENV = "FORWARDER_WORKER"  # "<index>/<count>"
+WORKER_FD_ENV = "FORWARDER_WORKER_FD"  # where a worker reports it is ready
+ADDRESSES_ENV = "FORWARDER_WORKER_ADDRESSES"  # JSON {source: "host:port"} resolved ports
+PARENT_ENV = "FORWARDER_SUPERVISOR_PID"
+_RESTART_BACKOFF_SECS = (0.5, 1, 2, 5, 10)
+
+
+class Worker:
+    """One worker process, started again if it dies while the supervisor runs."""
+
+    def __init__(
+        self,
+        index: int,
+        count: int,
+        config: Config,
+        addresses: dict[str, str],
+        shutting_down: asyncio.Event,
+    ) -> None:
+        self.index = index
+        self.shutting_down = shutting_down
+        self.count = count
+        self.config = config
+        self.addresses = addresses
+        self.proc: asyncio.subprocess.Process | None = None
+        self.admin: str | None = None
+        self.ready = asyncio.Event()
+        self.stopping = False
+        self.restarts = 0
+        self._watch: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        read_fd, write_fd = os.pipe()
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
+        env[WORKER_ENV] = f"{self.index}/{self.count}"
+        env[WORKER_FD_ENV] = str(write_fd)
+        env[ADDRESSES_ENV] = orjson.dumps(self.addresses).decode()
+        env[PARENT_ENV] = str(os.getpid())
+        args = [sys.executable, "-m", "forwarder.cli", "run"]
+        if self.config.path is not None:
+            args += ["-c", str(self.config.path)]
+        self.ready.clear()
+        self.proc = await asyncio.create_subprocess_exec(*args, env=env, pass_fds=(write_fd,))
+        os.close(write_fd)
+        self._watch = asyncio.create_task(self._watch_process(read_fd))
+
+    async def _watch_process(self, read_fd: int) -> None:
+        assert self.proc is not None
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0)
+        )
+        try:
+            line = await reader.readline()
+            if line:
+                info = orjson.loads(line)
+                self.admin = info["admin"]
+                self.ready.set()
+        finally:
+            transport.close()
+        code = await self.proc.wait()
+        self.ready.clear()
+        self.admin = None
+        # A signal to the whole process group (Ctrl-C, `timeout`) reaches workers first.
+        if self.stopping or self.shutting_down.is_set():
+            return
+        delay = _RESTART_BACKOFF_SECS[min(self.restarts, len(_RESTART_BACKOFF_SECS) - 1)]
+        self.restarts += 1
+        log.error(
+            "worker exited; starting it again", worker=self.index, code=code, after_secs=delay
+        )
+        await asyncio.sleep(delay)
+        if not (self.stopping or self.shutting_down.is_set()):
+            await self.start()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    async def stop(self, timeout: float) -> int:
+        self.stopping = True
+        proc = self.proc
+        if proc is None:
+            return 0
+        self.signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(timeout):
+                code = await proc.wait()
+        except TimeoutError:
+            log.error("worker did not stop in time; killing it", worker=self.index)
+            proc.kill()
+            code = await proc.wait()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        return code
+
+
+class Supervisor:
+    """Runs ``count`` workers for one config.
+
+    Arguments:
+        config: the validated config.
+        count: number of worker processes (2 or more).
+    """
+
+    def __init__(self, config: Config, count: int) -> None:
+        self.config = config
+        self.count = count
+        self.state = "starting"
+        self.notifier = SystemdNotifier()
+        self.metrics = Metrics()
+        self.admin = AdminServer(
+            config.settings.admin.address,
+            self.metrics,
+            self._status,
+            self._readiness,
+            render_metrics=self._metrics,
+        )
+        self.admin.add_post("/api/reload", self._reload_endpoint)
+        self._reserved: list[socket.socket] = []
+        self.addresses = self._reserve_ports()
+        self._stop = asyncio.Event()
+        self.workers = [Worker(i, count, config, self.addresses, self._stop) for i in range(count)]
+        self._interrupts = 0
+        self._session: aiohttp.ClientSession | None = None
+        self.last_reload: dict[str, Any] | None = None
+
+    def _reserve_ports(self) -> dict[str, str]:
+        """Pick real ports for ``:0`` addresses so every worker binds the same one; the
+        reserving socket (bound, not listening) keeps another process from taking it."""
+        addresses = {}
+        for name, source in self.config.sources.items():
+            host, port = parse_address(source.address)
+            if port == 0:
+                kind = (
+                    socket.SOCK_DGRAM
+                    if getattr(source, "mode", "tcp") == "udp"
+                    else socket.SOCK_STREAM
+                )
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, kind)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((host, 0))
+                self._reserved.append(sock)
+                port = sock.getsockname()[1]
+                host_text = f"[{host}]" if ":" in host else host
+                addresses[name] = f"{host_text}:{port}"
+            else:
+                addresses[name] = source.address
+        return addresses
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._on_sigint)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        try:
+            await self.admin.start()
+            for worker in self.workers:
+                await worker.start()
+            await asyncio.gather(*(w.ready.wait() for w in self.workers))
+            self.state = "running"
+            await self.notifier.start()
+            self.notifier.ready(f"running; {self.count} workers")
+            banner(
+                self.config,
+                {name: [address] for name, address in self.addresses.items()},
+                self.admin.bound,
+                workers=self.count,
+                pids=[w.proc.pid for w in self.workers if w.proc],
+            )
+            await self._stop.wait()
+        finally:
+            self.state = "stopping"
+            self.notifier.stopping()
+            timeout = self.config.settings.shutdown_timeout_secs + 5
+            codes = await asyncio.gather(*(w.stop(timeout) for w in self.workers))
+            await self.admin.stop()
+            await self._session.close()
+            await self.notifier.stop()
+            for sock in self._reserved:
+                sock.close()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+        log.info("stopped", worker_exit_codes=codes)
+        return 0 if all(c == 0 for c in codes) else 1
+
+    def _on_sigint(self) -> None:
+        self._interrupts += 1
+        if self._interrupts > 1:
+            for worker in self.workers:
+                worker.signal(signal.SIGKILL)
+            os._exit(1)
+        self._stop.set()
+
+    async def reload(self) -> dict[str, Any]:
+        """Check the new config here (one error report, not N), then let each worker reload."""
+        self.notifier.reloading()
+        try:
+            new = load_file(self.config.path) if self.config.path else self.config
+        except ConfigError as exc:
+            self.last_reload = {"ok": False, "errors": exc.errors}
+            log.error("reload rejected; still running on the previous config", errors=exc.errors)
+            self.notifier.ready()
+            return self.last_reload
+        restart = []
+        if (new.settings.workers or self.count) != self.count:
+            restart.append("workers")
+        answers = await asyncio.gather(*(self._ask(w, "POST", "/api/reload") for w in self.workers))
+        self.last_reload = {
+            "ok": all(a.get("ok") for a in answers),
+            "restart_needed": restart,
+            "workers": answers,
+        }
+        self.notifier.ready()
+        return self.last_reload
+
+    # -- admin views ---------------------------------------------------------------------
+
+    def _readiness(self) -> tuple[bool, str]:
+        ok = self.state == "running" and all(w.ready.is_set() for w in self.workers)
+        return ok, self.state if ok or self.state != "running" else "worker restarting"
+
+    async def _status(self) -> dict[str, Any]:
+        parts = await asyncio.gather(*(self._ask(w, "GET", "/api/status") for w in self.workers))
+        merged = merge_status([p for p in parts if p])
+        merged.update(
+            version=__version__, state=self.state, pid=os.getpid(), reload=self.last_reload
+        )
+        return merged
+
+    async def _metrics(self) -> bytes:
+        texts = await asyncio.gather(*(self._ask_text(w, "/metrics") for w in self.workers))
+        return merge_metrics([t for t in texts if t])
+
+    async def _reload_endpoint(self, request: web.Request) -> web.Response:
+        result = await self.reload()
+        return web.json_response(result, status=200 if result.get("ok") else 400)
+
+    async def _ask_text(self, worker: Worker, path: str) -> str:
+        if worker.admin is None or self._session is None:
+            return ""
+        try:
+            async with self._session.get(f"http://{worker.admin}{path}") as resp:
+                return await resp.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return ""
+
+    async def _ask(self, worker: Worker, method: str, path: str) -> dict[str, Any]:
+        if worker.admin is None or self._session is None:
+            return {}
+        try:
+            async with self._session.request(method, f"http://{worker.admin}{path}") as resp:
+                value = orjson.loads(await resp.read())
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError):
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+def worker_identity() -> tuple[int, int] | None:
+    """(index, count) when this process is a worker."""
+    value = os.environ.get(WORKER_ENV)
+    if not value:
+        return None
+    index, _, count = value.partition("/")
+    return int(index), int(count)
+
+
+def follow_parent() -> None:
+    """Have the kernel send SIGTERM to this worker if the supervisor dies (even by SIGKILL),
+    so no orphan keeps the ports; the worker then drains and spills as on any stop."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        # The supervisor died before prctl took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def worker_overrides(config: Config) -> Config:
+    """A worker's config: the supervisor's resolved ports, a private admin port, one worker."""
+    addresses: dict[str, str] = orjson.loads(os.environ.get(ADDRESSES_ENV, "{}"))
+    sources = {
+        name: src.model_copy(update={"address": addresses.get(name, src.address)})
+        for name, src in config.sources.items()
+    }
+    settings = config.settings.model_copy(
+        update={
+            "admin": config.settings.admin.model_copy(update={"address": "127.0.0.1:0"}),
+            "workers": 1,
+        }
+    )
+    return Config(settings, sources, config.sinks, config.path)
+
+
+def report_ready(admin: tuple[str, int] | None) -> None:
+    """Tell the supervisor this worker serves (one JSON line on the inherited pipe)."""
+    fd = os.environ.get(WORKER_FD_ENV)
+    if not fd or admin is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(
+            int(fd), orjson.dumps({"admin": f"{admin[0]}:{admin[1]}", "pid": os.getpid()}) + b"\n"
+        )
+        os.close(int(fd))
