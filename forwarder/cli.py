@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sink", required=True)
         if name == "show":
             p.add_argument("--limit", type=int, default=20)
+    policy = sub.add_parser("policy", help="check policy rules")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    test = policy_sub.add_parser(
+        "test", help="read NDJSON events on stdin, print what each sink would receive"
+    )
+    test.add_argument("-c", "--config", help=f"config file (default: ${ENV_VAR} or embedded)")
+    test.add_argument(
+        "--source", help="source the events come from (default: the first in the config)"
+    )
     return parser
 
 
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             return run(args.config)
         if args.command == "dlq":
             return dlq_command(args)
+        if args.command == "policy":
+            return policy_test(args)
     except ConfigError as exc:
         print("config error:", file=sys.stderr)
         for line in exc.errors:
@@ -76,6 +87,26 @@ def check_config(path: str) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print("config OK")
     return EXIT_OK
+
+
+def policy_test(args: argparse.Namespace) -> int:
+    from forwarder.policy.cli import run_policy_test
+
+    config = load_config(args.config)
+    source = args.source or next(iter(config.sources), "stdin")
+    if config.sources and source not in config.sources:
+        print(f"policy test: no source named {source!r} in the config", file=sys.stderr)
+        return EXIT_USAGE
+    sinks = {name: (sink.inputs, sink.policy) for name, sink in config.sinks.items()}
+    key = config.settings.policy_hash_key
+    return run_policy_test(
+        config.settings.policy,
+        sinks,
+        source,
+        sys.stdin.buffer,
+        sys.stdout,
+        hash_key=key.encode() if key else None,
+    )
 
 
 def dlq_command(args: argparse.Namespace) -> int:
