@@ -125,6 +125,9 @@ def data_dir_warnings(config: Config) -> list[str]:
     probe = data_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
+    if not probe.is_dir():
+        # Root passes the access check below for a plain file too.
+        return [f"data_dir: {data_dir} cannot be created: {probe} is not a directory"]
     if not os.access(probe, os.W_OK):
         return [f"data_dir: {data_dir} is not writable by this user"]
     return []
