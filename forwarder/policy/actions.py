@@ -16,7 +16,7 @@ import orjson
 
 from forwarder.policy.conditions import MISSING, getter, json_equal
 from forwarder.policy.config import RedactConfig, SampleConfig
-from forwarder.policy.redact import MASK, PatternRedactor, hasher
+from forwarder.policy.redact import MASK, PatternRedactor, hasher, may_hold_secret
 
 __all__ = [
     "Redact",
@@ -34,9 +34,13 @@ Obj = dict[str, Any]
 
 
 class Transform(Protocol):
+    # True when a change may bring text the event's bytes do not hold and a pattern could
+    # match; after such a change the bytes no longer vouch for the event (see Redact).
+    adds_text: bool
+
     def apply(self, obj: Obj, raw: bytes | None) -> Obj:
-        """``obj`` when nothing changed, else a changed copy. ``raw`` is the event's JSON text
-        while it still matches ``obj``, else None."""
+        """``obj`` when nothing changed, else a changed copy. ``raw`` is JSON text holding
+        every string ``obj`` holds, or None when that is not known."""
         ...
 
 
@@ -114,6 +118,7 @@ class SetFields:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self._values = [(_split(path), value) for path, value in values.items()]
+        self.adds_text = may_hold_secret(list(values.values()))
 
     def apply(self, obj: Obj, raw: bytes | None) -> Obj:
         for parts, value in self._values:
@@ -130,6 +135,8 @@ class SetFields:
 class Rename:
     """``rename: {from: to}``: moves a value, replacing what ``to`` held; an absent ``from``,
     or a ``to`` through a non-dict, leaves the event as it is."""
+
+    adds_text = False
 
     def __init__(self, moves: dict[str, str]) -> None:
         self._moves = [(getter(src), _split(src), _split(dst)) for src, dst in moves.items()]
@@ -148,6 +155,8 @@ class Rename:
 class Remove:
     """``remove: [paths]``."""
 
+    adds_text = False
+
     def __init__(self, paths: tuple[str, ...]) -> None:
         self._paths = [_split(path) for path in paths]
 
@@ -165,11 +174,13 @@ class Redact:
         hash_key: HMAC key for ``with: hash``; None uses the per-process key.
     """
 
+    # Masks and hashes are not secrets; they may match a pattern by chance, and leaving
+    # them unscanned is harmless.
+    adds_text = False
+
     def __init__(self, config: RedactConfig, hash_key: bytes | None) -> None:
-        digest = hasher(hash_key)
-        self._replace: Callable[[str], str] = (
-            digest if config.with_ == "hash" else lambda _text: MASK
-        )
+        self._hash = hasher(hash_key) if config.with_ == "hash" else None
+        self._replace: Callable[[str], str] = self._hash or (lambda _text: MASK)
         self._fields = [_split(path) for path in config.fields]
         self._patterns = (
             PatternRedactor(config.patterns, config.regex, self._replace)
@@ -178,15 +189,15 @@ class Redact:
         )
 
     def _whole(self, value: Any) -> str:
-        text = value if type(value) is str else orjson.dumps(value).decode()
-        return self._replace(text)
+        if self._hash is None:
+            return MASK
+        return self._hash(value if type(value) is str else orjson.dumps(value).decode())
 
     def apply(self, obj: Obj, raw: bytes | None) -> Obj:
-        start = obj
         for parts in self._fields:
             obj = update_path(obj, parts, self._whole)
         if self._patterns is not None:
-            obj = self._patterns.redact(obj, raw if obj is start else None)
+            obj = self._patterns.redact(obj, raw)
         return obj
 
 

@@ -91,13 +91,20 @@ class Policy:
         for event in events:
             original = event.parsed()
             obj = original
+            # The event's bytes hold every string obj holds until a transform adds text;
+            # pattern redaction uses them to clear most events in one scan.
+            raw: bytes | None = event.raw
             route: frozenset[str] | None = None
             dropped_by: str | None = None
             for rule in rules:
                 if rule.when is not None and not rule.when(obj):
                     continue
-                if rule.transform is not None:
-                    obj = rule.transform.apply(obj, event.raw if obj is original else None)
+                transform = rule.transform
+                if transform is not None:
+                    new = transform.apply(obj, raw)
+                    if new is not obj and transform.adds_text:
+                        raw = None
+                    obj = new
                 elif rule.sinks is not None:
                     route = rule.sinks if route is None else route & rule.sinks
                     if not route:

@@ -8,7 +8,6 @@ order numbers and other long digit strings that fail it.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import os
 import re
@@ -16,12 +15,18 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["MASK", "PATTERNS", "PatternRedactor", "combined_pattern", "hasher", "luhn_valid"]
+__all__ = [
+    "MASK",
+    "PATTERNS",
+    "PatternRedactor",
+    "combined_pattern",
+    "hasher",
+    "luhn_valid",
+    "may_hold_secret",
+]
 
 MASK = "[REDACTED]"
 
-# Every class is spelled out in ASCII (no \d, \s, \w, no IGNORECASE) so the same source
-# means the same thing compiled as bytes, which the raw-bytes pre-check relies on.
 _ATEXT = r"A-Za-z0-9.!#$%&'*+/=?^_`{|}~-"
 PATTERNS: dict[str, str] = {
     # A run of 13+ digits with single spaces or dashes between them; which part of the run
@@ -36,10 +41,40 @@ PATTERNS: dict[str, str] = {
     # long run without "@" is scanned once, not once per position.
     "email": rf"(?<![{_ATEXT}])[{_ATEXT}]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
 }
+
+# What any match of a pattern contains, checked with substring tests (C speed) before the
+# alternation, which Python's regex engine has to try at every position of a text.
+_LITERALS = {"aws_key": (b"AKIA", b"ASIA"), "email": (b"@",)}
+_FOLDED = {"bearer_token": (b"bearer", b"eyj")}  # looked for in the lower-cased text
+# A card's digits, with its single spaces or dashes deleted and every digit read as 0, are
+# a run of at least 13 zeros.
+_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_CARD_DIGITS = b"0" * 13
 _BUILTIN_PREFIX = "_p_"
 _USER_PREFIX = "_r"
 _DIGIT_GROUP = re.compile(r"[0-9]+")
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+class _Hint:
+    """A quick test on UTF-8 text that is true whenever one of the built-in patterns matches
+    in it (and sometimes when none does)."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self._literals = [lit for name in patterns for lit in _LITERALS.get(name, ())]
+        self._folded = [lit for name in patterns for lit in _FOLDED.get(name, ())]
+        self._cards = "credit_card" in patterns
+
+    def __call__(self, data: bytes) -> bool:
+        for literal in self._literals:
+            if literal in data:
+                return True
+        if self._folded:
+            folded = data.lower()
+            for literal in self._folded:
+                if literal in folded:
+                    return True
+        return self._cards and _CARD_DIGITS in data.translate(_AS_ZERO, b" -")
 
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:
@@ -66,8 +101,9 @@ def hasher(key: bytes | None) -> Callable[[str], str]:
 
     @lru_cache(maxsize=4096)
     def digest(value: str) -> str:
-        mac = hmac.new(secret, value.encode(), hashlib.sha256).hexdigest()
-        return "sha256:" + mac[:16]
+        # hmac.digest is the one-shot C path; the hex of 8 bytes is the 16 hex shown.
+        mac = hmac.digest(secret, value.encode("utf-8", "surrogatepass"), "sha256")
+        return "sha256:" + mac[:8].hex()
 
     return digest
 
@@ -87,24 +123,32 @@ class PatternRedactor:
         self._regex = re.compile(combined_pattern(patterns, regexes))
         self._replace = replace
         self._card_group = f"{_BUILTIN_PREFIX}credit_card"
-        # Without user regexes (which may be anchored) a value can only match if the raw
-        # JSON text does, so most events are cleared by one scan of their bytes.
-        self._raw_check = None if regexes else re.compile(combined_pattern(patterns, ()).encode())
+        # User regexes have no hint (and may be anchored): with them every string is tried.
+        self._hint = None if regexes else _Hint(patterns)
 
     def redact(self, obj: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
         """``obj`` itself when nothing matched, else a copy with the containers on the way to
-        each change copied (``obj`` is never modified). ``raw`` is the event's JSON text when
-        it still matches ``obj``, else None."""
-        # A backslash means escapes, whose decoded text may match where the raw text does not.
-        check = self._raw_check
-        if raw is not None and check is not None and b"\\" not in raw and not check.search(raw):
+        each change copied (``obj`` is never modified). ``raw``, when given, is JSON text
+        holding every string ``obj`` holds (the event's bytes before changes that only
+        removed, moved or redacted values)."""
+        # Most events are cleared by one look at their bytes. A backslash means escapes, whose
+        # decoded text may hold what the bytes do not show.
+        hint = self._hint
+        if raw is not None and hint is not None and b"\\" not in raw and not hint(raw):
             return obj
         result: dict[str, Any] = self._walk(obj)
         return result
 
+    def scan(self, value: Any) -> Any:
+        """``value`` with every match replaced (containers copied where changed)."""
+        return self._walk(value)
+
     def _walk(self, value: Any) -> Any:
         kind = type(value)
         if kind is str:
+            # The patterns are ASCII, so the UTF-8 bytes show whatever the text would.
+            if self._hint is not None and not self._hint(value.encode("utf-8", "surrogatepass")):
+                return value
             new = self._regex.sub(self._on_match, value)
             return value if new == value else new
         if kind is dict:
@@ -167,3 +211,11 @@ def _card_end(run: str, groups: list[tuple[int, int]], first: int) -> int | None
             if luhn_valid(digits):
                 found = last
     return found
+
+
+_ANY_PATTERN = PatternRedactor(list(PATTERNS), (), lambda _text: MASK)
+
+
+def may_hold_secret(value: Any) -> bool:
+    """True when a string inside ``value`` matches a built-in pattern."""
+    return _ANY_PATTERN.scan(value) is not value

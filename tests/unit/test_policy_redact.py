@@ -109,6 +109,27 @@ def test_unchanged_event_keeps_its_bytes() -> None:
     assert out.kept[0].raw is raw
 
 
+def test_text_added_by_earlier_rules_is_scanned() -> None:
+    """Patterns find secrets that set wrote or rename moved earlier in the same run."""
+    policy = Policy.compile(
+        parse_rules(
+            [
+                {"then": {"set": {"contact": "ops@example.com", "team": "sec"}}},
+                {"then": {"rename": {"a.note": "note"}}},
+                {"then": {"redact": {"fields": ["a"], "patterns": ["email", "aws_key"]}}},
+            ]
+        )
+    )
+    obj = {"a": {"note": "key AKIAIOSFODNN7EXAMPLE"}}
+    out = policy.apply([Event(orjson.dumps(obj), "app", 0.0, obj=obj)])
+    assert orjson.loads(out.kept[0].raw) == {
+        "a": "[REDACTED]",
+        "contact": "[REDACTED]",
+        "team": "sec",
+        "note": "key [REDACTED]",
+    }
+
+
 # -- the property: no generated secret survives --------------------------------------------
 
 
