@@ -155,7 +155,7 @@ async def test_tcp_senders_deliver_every_byte() -> None:
 
 async def test_http_sender_and_blackhole_ceiling_run() -> None:
     """A 20,000-event ceiling run sends everything straight to the blackhole, losing none."""
-    args = parse_args(["--events", "20000", "--connections", "2", "--idle-timeout", "5"])
+    args = parse_args(["--events", "20000", "--ceiling-clients", "2", "--idle-timeout", "5"])
     result = await run_ceiling(1, args, build_loads(args))
     assert (result.events, result.received, result.lost, result.duplicates) == (20000, 20000, 0, 0)
     assert result.requests == 40
@@ -262,6 +262,7 @@ def _result(target: str, events_per_s: float) -> RunResult:
         processes=1,
         requests=0,
         blackhole_cpu_s=0.0,
+        blackhole_busy_pct=0.0,
         busy_retries=0,
         exit_code=0,
         latency_p50_ms=None,
