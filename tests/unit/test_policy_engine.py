@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import yaml
 
 from forwarder.events import Event
-from forwarder.policy import Policy, parse_rules
+from forwarder.policy import Policy, PolicyRuleConfig, parse_rules
 from forwarder.policy.cli import run_policy_test
 
 
@@ -87,7 +88,7 @@ def test_changed_event_is_encoded_once() -> None:
 
 def test_apply_copy_leaves_shared_events_intact() -> None:
     """A sink's policy returns new events for what it changes and never touches the input."""
-    objs = [
+    objs: list[dict[str, Any]] = [
         {"actor": {"ip": "10.0.0.1", "user": "a"}, "tags": ["x@y.io"]},
         {"other": 1},
     ]
@@ -132,7 +133,7 @@ def test_empty_policy_keeps_everything_unrestricted() -> None:
 
 def _report(config: str, lines: list[bytes], source: str = "app_tcp") -> tuple[int, str]:
     doc = yaml.safe_load(config)
-    sinks = {
+    sinks: dict[str, tuple[list[str] | None, Sequence[PolicyRuleConfig]]] = {
         name: (body.get("inputs"), parse_rules(body.get("policy", []), sink=True))
         for name, body in doc["sinks"].items()
     }
