@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sink", required=True)
         if name == "show":
             p.add_argument("--limit", type=int, default=20)
+    top = sub.add_parser("top", help="live per-component view of a running forwarder")
+    top.add_argument("--url", default="http://127.0.0.1:9108", help="its admin address")
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     policy = sub.add_parser("policy", help="check policy rules")
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     test = policy_sub.add_parser(
@@ -71,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
             return dlq_command(args)
         if args.command == "policy":
             return policy_test(args)
+        if args.command == "top":
+            from forwarder import top as top_view
+
+            url = args.url if "://" in args.url else f"http://{args.url}"
+            return top_view.run(url, once=args.once, interval=args.interval)
     except ConfigError as exc:
         print("config error:", file=sys.stderr)
         for line in exc.errors:
@@ -91,13 +101,16 @@ def check_config(path: str) -> int:
 
 def policy_test(args: argparse.Namespace) -> int:
     from forwarder.policy.cli import run_policy_test
+    from forwarder.policy.config import PolicyRuleConfig
 
     config = load_config(args.config)
     source = args.source or next(iter(config.sources), "stdin")
     if config.sources and source not in config.sources:
         print(f"policy test: no source named {source!r} in the config", file=sys.stderr)
         return EXIT_USAGE
-    sinks = {name: (sink.inputs, sink.policy) for name, sink in config.sinks.items()}
+    sinks: dict[str, tuple[list[str] | None, Sequence[PolicyRuleConfig]]] = {
+        name: (sink.inputs, sink.policy) for name, sink in config.sinks.items()
+    }
     key = config.settings.policy_hash_key
     return run_policy_test(
         config.settings.policy,

@@ -46,6 +46,8 @@ class Router:
         self.metrics = metrics
         self.policy = policy
         self.targets: dict[str, list[Target]] = {}
+        # Plain totals beside the metrics, for /api/status and `forwarder top`.
+        self.received: dict[str, int] = {}
 
     @property
     def needs_objects(self) -> bool:
@@ -133,6 +135,7 @@ class Router:
                 for event in events:
                     event.obj = None
         self.metrics.events_received.labels(plan.source).inc(plan.count)
+        self.received[plan.source] = self.received.get(plan.source, 0) + plan.count
 
     def _fit(self, buffer: Buffer, events: list[Event]) -> list[Event]:
         """The longest prefix that fits; the rest is counted as dropped."""

@@ -305,6 +305,9 @@ class Topology:
             buffer.max_events = cfg.buffer.max_events
             buffer.max_bytes = cfg.buffer.max_bytes
             rt = self._build_sink(name, cfg, buffer)
+            # Totals continue across the reload (status readers compute rates from them).
+            for total in ("delivered_events", "dead_lettered_events", "retries"):
+                setattr(rt.delivery, total, getattr(old_rt.delivery, total))
             await rt.sink.start()
             await rt.batcher.start()
             self.sinks[name] = rt
@@ -359,7 +362,10 @@ class Topology:
         return {name: source.bound for name, source in self.sources.items()}
 
     def status(self) -> dict[str, Any]:
-        sources = {name: s.status() for name, s in self.sources.items()}
+        sources = {
+            name: {**s.status(), "events_received": self.router.received.get(name, 0)}
+            for name, s in self.sources.items()
+        }
         sinks = {}
         for name, rt in self.sinks.items():
             sinks[name] = {
@@ -373,6 +379,9 @@ class Topology:
                 "in_flight_batches": rt.batcher.in_flight,
                 "buffer": rt.config.buffer.type,
                 "disk_error": getattr(rt.buffer, "disk_error", None),
+                "events_sent": rt.delivery.delivered_events,
+                "dead_letters": rt.delivery.dead_lettered_events,
+                "retries": rt.delivery.retries,
             }
         return {"sources": sources, "sinks": sinks}
 

@@ -63,6 +63,7 @@ class Delivery:
         self.last_error: str | None = None
         self.delivered_events = 0
         self.dead_lettered_events = 0
+        self.retries = 0
         self._log = structlog.get_logger().bind(component=sink.name)
         self._jitter = wait_random_exponential(
             multiplier=request.retry_initial_backoff_secs, max=request.retry_max_backoff_secs
@@ -158,6 +159,7 @@ class Delivery:
         return float(self._jitter(state))
 
     def _before_sleep(self, state: RetryCallState) -> None:
+        self.retries += 1
         answer: Answer = state.outcome.result()  # type: ignore[union-attr]
         name = self.sink.name
         self.metrics.retries.labels(name, answer.reason).inc()

@@ -48,7 +48,8 @@ class LineSplitter:
             lines.append(line)
         if self._discarding:
             tail = b""
-        elif len(tail) > limit:
+        elif len(tail) > limit + (tail[-1:] == b"\r"):
+            # (A CR at the end may be the first half of a CRLF split across reads.)
             too_large += 1
             self._discarding = True
             tail = b""
