@@ -81,7 +81,7 @@ def render(now: Status, before: Status | None, elapsed: float) -> Group:
     return Group(Text(title, style="bold"), sources, sinks, *errors)
 
 
-def queue_bar(depth: int, capacity: int, width: int = 20) -> Text:
+def queue_bar(depth: int, capacity: int, width: int = 12) -> Text:
     """``[#####-----]  1,234/100,000  1%``, yellow past 50%, red past 80%."""
     share = depth / capacity if capacity else 0.0
     filled = min(width, round(share * width))
