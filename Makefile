@@ -34,5 +34,14 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest -q $(PYTEST_ARGS)
 
+# The side-by-side benchmark against syslog-ng (bench/README.md). Installs the peer when it
+# can (root with apt); BENCH_ARGS overrides the defaults, e.g. BENCH_ARGS="--mode latency".
+BENCH_ARGS ?= --events 1000000 --connections 4 --runs 3 --peer syslog-ng
+bench: $(STAMP)
+	@command -v syslog-ng >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq syslog-ng-core syslog-ng-mod-http \
+	  >/dev/null; } || echo "bench: syslog-ng is not installed; the peer runs will fail"
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
