@@ -103,27 +103,32 @@ class SegmentReader:
     ) -> bool:
         """Add this segment's records in [begin, end) to ``result``; True once it is full."""
         fd = self._open(view.path)
+        decode = self._decoder.decode
+        records = result.records
+        nbytes = result.nbytes
+        position = -1  # end of the last record consumed here, if any
         damaged = 0
         try:
             for span_start, span_end in view.spans:
                 low, high = max(span_start, begin), min(span_end, end)
                 if low >= high:
                     continue
-                for item in scan(fd, low, high, window):
-                    payload = item.payload
-                    event = self._decoder.decode(payload) if payload is not None else None
+                for offset, size, payload in scan(fd, low, high, window):
+                    event = decode(payload) if payload is not None else None
                     if event is None:
                         damaged += 1
-                        result.end = Position(view.id, item.offset + item.size)
+                        position = offset + size
                         continue
-                    size = len(event.raw)
-                    records = result.records
-                    if records and (len(records) >= max_events or result.nbytes + size > max_bytes):
+                    raw = len(event.raw)
+                    if records and (len(records) >= max_events or nbytes + raw > max_bytes):
                         return True
-                    records.append((event, item.size))
-                    result.nbytes += size
-                    result.end = Position(view.id, item.offset + item.size)
+                    records.append((event, size))
+                    nbytes += raw
+                    position = offset + size
         finally:
+            result.nbytes = nbytes
+            if position >= 0:
+                result.end = Position(view.id, position)
             if damaged:
                 result.damaged.append((view.path, damaged))
         return False

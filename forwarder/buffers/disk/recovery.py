@@ -81,16 +81,16 @@ def _scan_file(segment_id: int, path: Path, start: int) -> tuple[Segment, int]:
         damaged = 0
         span: list[int] | None = None
         decode = Decoder().decode
-        for item in scan(fd, min(start, size), size):
+        for offset, length, payload in scan(fd, min(start, size), size):
             # A record that frames and checks but does not decode is damage too; either way
             # the span of intact records breaks here.
-            if item.payload is None or decode(item.payload) is None:
+            if payload is None or decode(payload) is None:
                 damaged += 1
                 continue
-            if span is not None and span[1] == item.offset:
-                span[1] += item.size
+            if span is not None and span[1] == offset:
+                span[1] += length
             else:
-                span = [item.offset, item.offset + item.size]
+                span = [offset, offset + length]
                 segment.spans.append(span)
             segment.events += 1
         return segment, damaged

@@ -132,13 +132,9 @@ class Segment:
         return self.spans[-1][1] if self.spans else 0
 
 
-@dataclass(slots=True)
-class Found:
-    """What :func:`scan` reports: an intact record (``payload``) or a damaged run (None)."""
-
-    offset: int
-    size: int
-    payload: bytes | None
+# What scan() reports: (offset, size, payload) for an intact record, payload None for a
+# damaged run. A plain tuple: this is the per-record hot path of every disk read.
+Found = tuple[int, int, bytes | None]
 
 
 def scan(fd: int, start: int, end: int, window: int = WINDOW) -> Iterator[Found]:
@@ -167,9 +163,9 @@ def scan(fd: int, start: int, end: int, window: int = WINDOW) -> Iterator[Found]
             payload = buf[rel + HEADER_SIZE : rel + need]
             if len(payload) == length and zlib.crc32(payload) == crc:
                 if bad_start is not None:
-                    yield Found(bad_start, pos - bad_start, None)
+                    yield (bad_start, pos - bad_start, None)
                     bad_start = None
-                yield Found(pos, need, payload)
+                yield (pos, need, payload)
                 pos = record_end
                 continue
         if bad_start is None:
@@ -185,7 +181,7 @@ def scan(fd: int, start: int, end: int, window: int = WINDOW) -> Iterator[Found]
     if bad_start is None and pos < end:
         bad_start = pos
     if bad_start is not None:
-        yield Found(bad_start, end - bad_start, None)
+        yield (bad_start, end - bad_start, None)
 
 
 def _refill(
