@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from forwarder.policy.config import PolicyRuleConfig
+from forwarder.policy.config import PolicyRules, SinkPolicyRules, route_targets
 
 ENV_VAR = "FORWARDER_CONFIG"
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -144,7 +144,7 @@ class SinkConfig(Model):
     buffer: BufferConfig = BufferConfig()
     request: RequestConfig = RequestConfig()
     dead_letter: DeadLetterConfig = DeadLetterConfig()
-    policy: list[PolicyRuleConfig] = []
+    policy: SinkPolicyRules = ()
 
 
 class LogConfig(Model):
@@ -165,7 +165,7 @@ class Settings(Model):
     shutdown_timeout_secs: float = Field(30.0, gt=0)
     log: LogConfig = LogConfig()
     admin: AdminConfig = AdminConfig()
-    policy: list[PolicyRuleConfig] = []
+    policy: PolicyRules = ()
     policy_hash_key: str | None = None
     # Worker processes sharing the ingest ports; None: one per CPU core.
     workers: int | None = Field(None, ge=1, le=64)
@@ -248,6 +248,10 @@ def build(raw: dict[str, Any], *, path: Path | None = None) -> Config:
         for i, inp in enumerate(sink.inputs or []):
             if inp not in sources:
                 errors.append(f"sinks.{name}.inputs.{i}: unknown source {inp!r}")
+    if settings is not None:
+        for i, j, target in route_targets(settings.policy):
+            if target not in sinks and target not in (raw.get("sinks") or {}):
+                errors.append(f"policy.{i}.then.route.{j}: unknown sink {target!r}")
     _check_addresses(settings, sources, errors)
     if errors or settings is None:
         raise ConfigError(errors)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -410,7 +411,7 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-def compile_policy(rules: list[PolicyRuleConfig], hash_key: bytes | None) -> Policy | None:
+def compile_policy(rules: Sequence[PolicyRuleConfig], hash_key: bytes | None) -> Policy | None:
     if not rules:
         return None
     # Imported on use: a config without rules never loads the policy engine.
