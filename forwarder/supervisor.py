@@ -62,6 +62,8 @@ class Worker:
         self.ready = asyncio.Event()
         self.stopping = False
         self.restarts = 0
+        # Exit code of a first start that never got ready (a port in use, say).
+        self.start_failed: int | None = None
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -103,6 +105,11 @@ class Worker:
         self.admin = None
         # A signal to the whole process group (Ctrl-C, `timeout`) reaches workers first.
         if self.stopping or self.shutting_down.is_set():
+            return
+        if not line and self.restarts == 0:
+            # Restarting cannot fix a start-up error: the supervisor stops and exits with it.
+            self.start_failed = code or 1
+            self.ready.set()
             return
         delay = _RESTART_BACKOFF_SECS[min(self.restarts, len(_RESTART_BACKOFF_SECS) - 1)]
         self.restarts += 1
@@ -203,6 +210,10 @@ class Supervisor:
             for worker in self.workers:
                 await worker.start()
             await asyncio.gather(*(w.ready.wait() for w in self.workers))
+            failed = [w.start_failed for w in self.workers if w.start_failed is not None]
+            if failed:
+                log.error("a worker could not start; stopping", exit_code=failed[0])
+                return failed[0]
             self.state = "running"
             await self.notifier.start()
             self.notifier.ready(f"running; {self.count} workers")
