@@ -24,6 +24,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "policy": [],
     "policy_hash_key": None,
     "shutdown_timeout_secs": 30.0,
+    "workers": None,
 }
 DEFAULT_SOURCES: dict[str, dict[str, Any]] = {
     "http": {
