@@ -21,7 +21,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "admin": {"address": "127.0.0.1:9108"},
     "data_dir": Path("data"),
     "log": {"format": None, "level": "info"},
-    "policy": [],
+    "policy": (),
     "policy_hash_key": None,
     "shutdown_timeout_secs": 30.0,
     "workers": None,
@@ -66,7 +66,7 @@ DEFAULT_SINKS: dict[str, dict[str, Any]] = {
         "fsync": False,
         "inputs": None,
         "path": Path("data/out/events.jsonl"),
-        "policy": [],
+        "policy": (),
         "request": {
             "concurrency": 4,
             "retry_after_max_secs": 300.0,
