@@ -67,6 +67,8 @@ class Daemon:
             "version": __version__,
             "state": self.state,
             "pid": os.getpid(),
+            # The last reload's outcome: a rejected config's errors are read here.
+            "reload": self.last_reload,
             **self.topology.status(),
         }
 
