@@ -117,11 +117,17 @@ class Batcher:
             remaining = 0.0 if self._draining else deadline - loop.time()
             if remaining <= 0 and buffer.unread_events == 0:
                 break
+            # Wait in short steps so a drain that starts meanwhile flushes this batch now,
+            # not at its timeout.
             more = await buffer.read(
-                self.max_events - count, self.max_bytes - nbytes, max(remaining, 0.0)
+                self.max_events - count,
+                self.max_bytes - nbytes,
+                min(max(remaining, 0.0), _IDLE_POLL_SECS),
             )
             if more is None:
-                break
+                if self._draining or loop.time() >= deadline:
+                    break
+                continue
             parts.append(more)
             count += len(more.events)
             nbytes += more.nbytes
