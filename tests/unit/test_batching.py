@@ -116,6 +116,9 @@ async def test_drain_flushes_open_batches_at_once(rigs: Any, collector: FakeColl
     rig = await rigs(max_events=4, timeout_secs=60)
     rig.buffer.append(events(6))
     await collector.wait_until(lambda: len(collector.received) >= 4)
+    # The last two sit in an open batch that waits for more until its timeout.
+    await wait_for(lambda: rig.buffer.depth_events == 2 and rig.buffer.unread_events == 0)
+    await asyncio.sleep(0.05)
     start = time.monotonic()
     await asyncio.wait_for(rig.batcher.drain(), 5)
     assert time.monotonic() - start < 1.0
