@@ -227,8 +227,8 @@ async def test_damaged_segments_are_skipped_counted_and_the_rest_delivered(
             status = await sink_status(daemon)
         finally:
             await daemon.close()
-    ids = received_ids(collector)
-    assert sorted(ids) == sorted(expected)
+    delivered = received_ids(collector)
+    assert sorted(delivered) == sorted(expected)
     assert metric(samples, "forwarder_events_dropped_total", component=SINK, reason="corrupt") == 3
     warned = logged(daemon, "damaged records skipped")
     assert sorted((w["file"], w["records"]) for w in warned) == [
