@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from forwarder.buffers.base import Buffer
+from forwarder.buffers.base import Buffer, BufferWriteError
 from forwarder.events import Event
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class Plan:
     source: str
     count: int
     parts: list[tuple[Target, list[Event], int]] = field(default_factory=list)
+    stored: list[Target] = field(default_factory=list)
 
 
 class Router:
@@ -96,17 +97,44 @@ class Router:
         return plan
 
     def try_place(self, plan: Plan) -> bool:
-        """Place without waiting; False (nothing placed) when a ``block`` buffer is full."""
+        """Place without waiting; False when a ``block`` buffer is full or cannot write.
+
+        Parts that were stored are taken off the plan, so a retry places only the rest and
+        no sink gets a chunk twice."""
         for target, events, nbytes in plan.parts:
             if target.when_full == "block" and not target.buffer.has_room(len(events), nbytes):
                 return False
-        self._append(plan)
+        remaining: list[tuple[Target, list[Event], int]] = []
+        for part in plan.parts:
+            target, events, nbytes = part
+            buffer = target.buffer
+            if target.when_full == "drop_newest" and not buffer.has_room(len(events), nbytes):
+                events = self._fit(buffer, events)
+            try:
+                buffer.append(events)
+            except BufferWriteError:
+                if target.when_full == "block":
+                    remaining.append(part)
+                else:
+                    self.metrics.events_dropped.labels(buffer.name, "disk_error").inc(len(events))
+                continue
+            plan.stored.append(target)
+            if self._keep_objects:
+                # Parsed objects were for policy; in a buffer they would cost several times
+                # the event's bytes.
+                for event in events:
+                    event.obj = None
+        plan.parts = remaining
+        if remaining:
+            return False
+        self._done(plan)
         return True
 
     async def place(self, plan: Plan, wait_secs: float | None = None) -> bool:
         """Wait up to ``wait_secs`` (None: forever) for room, place, and make it durable.
 
-        Returns False, having placed nothing, when room did not come in time."""
+        Returns False when room did not come in time or the events could not be made
+        durable; what was stored stays stored (a client's retry may duplicate it)."""
         try:
             async with asyncio.timeout(wait_secs):
                 while not self.try_place(plan):
@@ -115,25 +143,19 @@ class Router:
                             await target.buffer.wait_for_room(len(events), nbytes)
         except TimeoutError:
             return False
-        await self.commit(plan)
-        return True
+        return await self.commit(plan)
 
-    async def commit(self, plan: Plan) -> None:
-        for target, _, _ in plan.parts:
-            await target.buffer.commit()
+    async def commit(self, plan: Plan) -> bool:
+        """Make the plan's stored events durable; False when a buffer could not."""
+        ok = True
+        for target in plan.stored:
+            try:
+                await target.buffer.commit()
+            except BufferWriteError:
+                ok = False
+        return ok
 
-    def _append(self, plan: Plan) -> None:
-        for target, events, nbytes in plan.parts:
-            buffer = target.buffer
-            if target.when_full == "drop_newest" and not buffer.has_room(len(events), nbytes):
-                events = self._fit(buffer, events)
-            buffer.append(events)
-        if self._keep_objects:
-            # Parsed objects were for policy; in a buffer they would cost several times
-            # the event's bytes.
-            for _, events, _ in plan.parts:
-                for event in events:
-                    event.obj = None
+    def _done(self, plan: Plan) -> None:
         self.metrics.events_received.labels(plan.source).inc(plan.count)
         self.received[plan.source] = self.received.get(plan.source, 0) + plan.count
 

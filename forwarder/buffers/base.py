@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from forwarder.events import Event
 
 
+class BufferWriteError(Exception):
+    """A buffer could not store a chunk (a disk buffer's disk is full or failing); nothing
+    of the chunk was kept."""
+
+
 @dataclass(slots=True)
 class Batch:
     """Events read together; ``token`` is what the buffer needs to ack them."""
@@ -53,11 +58,13 @@ class Buffer(ABC):
 
     @abstractmethod
     def append(self, events: list[Event]) -> None:
-        """Add events. The caller has checked for room (or accepts the overshoot)."""
+        """Add events. The caller has checked for room (or accepts the overshoot).
+        Raises :class:`BufferWriteError` when they cannot be stored."""
 
     @abstractmethod
     async def commit(self) -> None:
-        """Return once appended events are as durable as the buffer promises."""
+        """Return once appended events are as durable as the buffer promises; raises
+        :class:`BufferWriteError` when they cannot be made so."""
 
     @abstractmethod
     async def read(self, max_events: int, max_bytes: int, timeout: float | None) -> Batch | None:

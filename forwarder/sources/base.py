@@ -98,7 +98,18 @@ def decode_lines(
             why = "not_an_object"
         if type(obj) is dict:
             kept = obj if keep_objects else None
-            events.append(Event(line, source, now, None, kept, object_time(obj)))
+            host = obj.get("host")
+            events.append(
+                Event(
+                    line,
+                    source,
+                    now,
+                    None,
+                    kept,
+                    object_time(obj),
+                    host if type(host) is str and host else None,
+                )
+            )
             continue
         invalid += 1
         if wrap_invalid:

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import structlog
 
-from forwarder.buffers.base import Batch, Buffer
+from forwarder.buffers.base import Batch, Buffer, BufferWriteError
 from forwarder.buffers.disk.ledger import Ledger, delivered_segments, skip_gap
 from forwarder.buffers.disk.reader import SegmentReader, SegmentView
 from forwarder.buffers.disk.recovery import Recovered, recover
@@ -32,10 +32,6 @@ PROBE_INTERVAL_SECS = 1.0
 # A read walks at most this many segments, so its snapshot stays small however deep the
 # backlog is; a batch rarely spans more than two.
 READ_VIEW_SEGMENTS = 8
-
-
-class BufferWriteError(Exception):
-    """The disk buffer could not store the events: nothing of the chunk was kept."""
 
 
 class DiskBuffer(Buffer):

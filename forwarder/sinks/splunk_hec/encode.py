@@ -64,8 +64,8 @@ class HecEncoder:
         t = self._time(event)
         if self._config_host is not None:
             host = self._config_host
-        elif b'"host"' in event.raw:
-            host = orjson.dumps(_event_host(event) or self.local_host)
+        elif event.host is not None:
+            host = orjson.dumps(event.host)
         else:
             host = self._local_host
         return b'{"time":%.3f,"host":%s%s%s}' % (t, host, self._static, event.raw)
@@ -84,7 +84,7 @@ class HecEncoder:
             if value is None:
                 value = self.config_meta.get(key)
             if value is None and key == "host":
-                value = self.host or _event_host(event) or self.local_host
+                value = self.host or event.host or self.local_host
             if value is not None:
                 head[key] = value
         fields = dict(self.fields)
@@ -96,14 +96,6 @@ class HecEncoder:
         if t is None:
             t = self._time(event)
         return b'{"time":%.3f,%s,"event":%s}' % (t, orjson.dumps(head)[1:-1], event.raw)
-
-
-def _event_host(event: Event) -> str | None:
-    try:
-        host = event.parsed().get("host")
-    except orjson.JSONDecodeError:
-        return None
-    return host if isinstance(host, str) and host else None
 
 
 def _seconds(value: Any) -> float | None:
