@@ -101,8 +101,12 @@ def received_ids(collector: FakeCollector) -> list[int]:
 
 
 def logged(daemon: DaemonProcess, event: str) -> list[dict[str, Any]]:
-    """The daemon's JSON log lines whose message is ``event``."""
-    return [line for line in daemon.lines if line.get("event") == event]
+    """The daemon's JSON log lines whose message is ``event`` or starts with ``event;``."""
+    return [
+        line
+        for line in daemon.lines
+        if line.get("event") == event or str(line.get("event")).startswith(f"{event};")
+    ]
 
 
 @dataclass
