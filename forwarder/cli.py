@@ -134,15 +134,21 @@ def dlq_command(args: argparse.Namespace) -> int:
 
 
 def data_dir_warnings(config: Config) -> list[str]:
+    """What would stop the daemon from writing its data_dir, found by trying (as root,
+    permission bits say nothing; a read-only mount or a file in the way do)."""
+    import tempfile
+
     data_dir = config.settings.data_dir
     probe = data_dir
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        # Root passes the access check below for a plain file too.
         return [f"data_dir: {data_dir} cannot be created: {probe} is not a directory"]
-    if not os.access(probe, os.W_OK):
-        return [f"data_dir: {data_dir} is not writable by this user"]
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        return [f"data_dir: {data_dir} is not writable: {exc.strerror}"]
     return []
 
 
