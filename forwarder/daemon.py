@@ -117,13 +117,14 @@ class Daemon:
                 log.error(
                     "reload rejected; still running on the previous config", errors=exc.errors
                 )
-                self.notifier.ready()
+                self.notifier.ready(f"{self._status_line()}; last reload rejected")
                 return self.last_reload
             summary = await self.topology.reload(new)
             self.config = self.topology.config
             self.last_reload = {"ok": True, "at": _now(), **summary}
             log.info("reloaded", **{k: v for k, v in summary.items() if v})
-            self.notifier.ready()
+            # STATUS= too: the sinks may have changed, and the periodic line is seconds away.
+            self.notifier.ready(self._status_line())
             return self.last_reload
 
     def _read_config(self) -> Config:
