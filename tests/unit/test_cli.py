@@ -50,6 +50,19 @@ def test_check_config_bad_exits_2_with_key_paths(
                 assert line[len(tag) :] in err
 
 
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_run_with_bad_config_exits_2_before_starting(
+    path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``run`` stops on every bad file with exit 2 and its key paths, before binding anything."""
+    assert main(["run", "-c", str(path)]) == 2
+    _, err = capsys.readouterr()
+    for line in path.read_text().splitlines():
+        for tag in ("# expect: ", "# expect-start: ", "# expect-in: "):
+            if line.startswith(tag):
+                assert line[len(tag) :] in err
+
+
 def test_check_config_missing_file(capsys: pytest.CaptureFixture[str]) -> None:
     """A config path that does not exist: exit 2 naming it."""
     assert main(["check-config", "-c", "/nonexistent/f.yaml"]) == 2
