@@ -60,7 +60,18 @@ class Daemon:
     # -- views -------------------------------------------------------------------------------
 
     def readiness(self) -> tuple[bool, str]:
-        return self.state == "running", self.state
+        if self.state != "running":
+            return False, self.state
+        # A disk buffer that cannot write takes nothing new (block or counted drop), so a
+        # load balancer should send elsewhere until space returns.
+        failing = [
+            f"sink {name}: disk buffer cannot write: {error}"
+            for name, rt in self.topology.sinks.items()
+            if (error := getattr(rt.buffer, "disk_error", None)) is not None
+        ]
+        if failing:
+            return False, "; ".join(failing)
+        return True, self.state
 
     def status(self) -> dict[str, Any]:
         return {
