@@ -173,7 +173,7 @@ def run(path: str | None) -> int:
         structlog.contextvars.bind_contextvars(worker=identity[0])
         count = 1
     else:
-        count = config.settings.workers or os.cpu_count() or 1
+        count = config.worker_count
 
     async def main_async() -> int:
         if count > 1:

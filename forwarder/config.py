@@ -181,6 +181,20 @@ class Config:
     sinks: dict[str, SinkConfig] = field(default_factory=dict)
     path: Path | None = None
 
+    @property
+    def worker_count(self) -> int:
+        """Worker processes to run: ``workers``, else one per core; one when an ingest
+        source hands out acknowledgement ids, which only the process that issued them knows."""
+        if self.settings.workers is not None:
+            return self.settings.workers
+        if self.ack_sources:
+            return 1
+        return os.cpu_count() or 1
+
+    @property
+    def ack_sources(self) -> list[str]:
+        return [n for n, s in self.sources.items() if getattr(s, "acknowledgements", False)]
+
     def sink_inputs(self, sink: str) -> list[str]:
         inputs = self.sinks[sink].inputs
         return list(self.sources) if inputs is None else inputs
@@ -253,6 +267,13 @@ def build(raw: dict[str, Any], *, path: Path | None = None) -> Config:
             if target not in sinks and target not in (raw.get("sinks") or {}):
                 errors.append(f"policy.{i}.then.route.{j}: unknown sink {target!r}")
     _check_addresses(settings, sources, errors)
+    if settings is not None and (settings.workers or 1) > 1:
+        for name, src in sources.items():
+            if getattr(src, "acknowledgements", False):
+                errors.append(
+                    f"sources.{name}.acknowledgements: needs workers: 1 (a client may poll "
+                    "/ack on a connection that another worker serves)"
+                )
     if errors or settings is None:
         raise ConfigError(errors)
     return Config(settings, sources, sinks, path)
