@@ -107,7 +107,7 @@ async def test_flush_at_timeout_after_first_event(rigs: Any, collector: FakeColl
     rig.buffer.append(events(2, start=1))
     await collector.wait_until(lambda: len(collector.received) == 3, timeout_secs=3)
     elapsed = time.monotonic() - start
-    assert 0.25 <= elapsed < 1.5
+    assert 0.25 <= elapsed < 3.0
     assert sizes(collector) == [3]
 
 
@@ -120,8 +120,9 @@ async def test_drain_flushes_open_batches_at_once(rigs: Any, collector: FakeColl
     await wait_for(lambda: rig.buffer.depth_events == 2 and rig.buffer.unread_events == 0)
     await asyncio.sleep(0.05)
     start = time.monotonic()
-    await asyncio.wait_for(rig.batcher.drain(), 5)
-    assert time.monotonic() - start < 1.0
+    await asyncio.wait_for(rig.batcher.drain(), 10)
+    # The batch timeout is 60 s: anything near it means the drain did not flush.
+    assert time.monotonic() - start < 5.0
     assert collector.received == [{"i": i} for i in range(6)]
     assert rig.buffer.depth_events == 0
 
