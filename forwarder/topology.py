@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from forwarder.batching import Batcher
-from forwarder.buffers.base import Buffer
+from forwarder.buffers.base import Buffer, BufferWriteError
 from forwarder.buffers.memory import MemoryBuffer
 from forwarder.config import Config, SinkConfig, SourceConfig
 from forwarder.deadletter import DeadLetterStore
@@ -158,11 +158,25 @@ class Topology:
             )
             await old.start()
             moved = 0
-            while (batch := await old.read(10_000, 64 << 20, 0)) is not None:
-                rt.buffer.append(batch.events)
-                await rt.buffer.commit()
-                old.ack(batch)
-                moved += len(batch.events)
+            try:
+                while (batch := await old.read(10_000, 64 << 20, 0)) is not None:
+                    rt.buffer.append(batch.events)
+                    await rt.buffer.commit()
+                    old.ack(batch)
+                    moved += len(batch.events)
+            except BufferWriteError as exc:
+                # Our own buffer cannot write (full disk): leave the rest where it is for the
+                # next start rather than fail this one.
+                await old.stop()
+                log.error(
+                    "cannot adopt a disk buffer of a former worker now; it stays for the next "
+                    "start",
+                    component=rt.name,
+                    directory=str(directory),
+                    events=moved,
+                    error=str(exc),
+                )
+                continue
             await old.stop()
             shutil.rmtree(directory, ignore_errors=True)
             log.info(
@@ -173,27 +187,53 @@ class Topology:
             )
 
     def _requeue_spill(self, rt: SinkRuntime, directory: Path) -> None:
-        from forwarder.buffers.spill import load_spill, remove_spill
+        from forwarder.buffers.spill import load_spill
 
-        events, bad, paths = load_spill(directory)
+        # A data_dir that cannot be read or written must not stop the start: the files stay
+        # and the next start tries again.
+        try:
+            events, bad, paths = load_spill(directory)
+        except OSError as exc:
+            log.error(
+                "cannot read spilled events; they stay for the next start",
+                component=rt.name,
+                directory=str(directory),
+                error=str(exc),
+            )
+            return
         if bad:
             self.metrics.events_dropped.labels(rt.name, "corrupt").inc(bad)
         if events:
-            # Ahead of new events, over the limits if need be: these were accepted already.
-            rt.buffer.append(events)
+            try:
+                # Ahead of new events, over the limits if need be: these were accepted already.
+                rt.buffer.append(events)
+            except BufferWriteError as exc:
+                log.error(
+                    "cannot re-queue spilled events; they stay for the next start",
+                    component=rt.name,
+                    events=len(events),
+                    error=str(exc),
+                )
+                return
             log.info("re-queued spilled events", component=rt.name, events=len(events))
         if paths:
             if events and not isinstance(rt.buffer, MemoryBuffer):
                 # A disk buffer holds them now; the spill files can go once that is durable.
-                self._spawn(self._remove_after_commit(rt.buffer, paths))
+                self._spawn(self._remove_after_commit(rt, paths))
             else:
-                remove_spill(paths)
+                _remove_spill(rt.name, paths)
 
-    async def _remove_after_commit(self, buffer: Buffer, paths: list[Path]) -> None:
-        from forwarder.buffers.spill import remove_spill
-
-        await buffer.commit()
-        remove_spill(paths)
+    async def _remove_after_commit(self, rt: SinkRuntime, paths: list[Path]) -> None:
+        try:
+            await rt.buffer.commit()
+        except BufferWriteError as exc:
+            log.error(
+                "re-queued spilled events not durable; their files stay",
+                component=rt.name,
+                error=str(exc),
+            )
+            return
+        _remove_spill(rt.name, paths)
 
     async def _healthcheck(self, rt: SinkRuntime) -> None:
         problem = await rt.sink.healthcheck()
@@ -400,6 +440,20 @@ async def _drain(batchers: list[Batcher], timeout: float) -> bool:
     for batcher in batchers:
         await batcher.stop()
     return not pending
+
+
+def _remove_spill(sink: str, paths: list[Path]) -> None:
+    from forwarder.buffers.spill import remove_spill
+
+    try:
+        remove_spill(paths)
+    except OSError as exc:
+        # The events are queued again; left files would send them once more next start.
+        log.warning(
+            "cannot remove spill files; their events may be sent twice",
+            component=sink,
+            error=str(exc),
+        )
 
 
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
