@@ -19,7 +19,7 @@ from pydantic import model_validator
 
 from forwarder.config import parse_address
 from forwarder.events import Event, object_time
-from forwarder.sources.base import SourceContext
+from forwarder.sources.base import SourceContext, reuse_port
 from forwarder.sources.framing import SyslogFramer
 from forwarder.sources.syslog_parse import parse_syslog
 from forwarder.sources.tcp import Framer, TcpConfig, TcpSource
@@ -65,7 +65,7 @@ class SyslogSource(TcpSource):
         host, port = parse_address(self.config.address)
         loop = asyncio.get_running_loop()
         transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self), local_addr=(host, port)
+            lambda: _Datagrams(self), local_addr=(host, port), reuse_port=reuse_port()
         )
         self._udp, self._datagrams = transport, protocol
 
