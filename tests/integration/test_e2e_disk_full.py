@@ -143,6 +143,43 @@ async def test_full_disk_refuses_ingest_and_recovers_when_space_is_freed(tmp_pat
                 await daemon.close()
 
 
+async def test_full_disk_with_drop_newest_counts_what_it_drops(tmp_path: Path) -> None:
+    """when_full: drop_newest on a full disk: ingest is still answered 200, what cannot be
+    stored is counted in forwarder_events_dropped_total{reason="disk_error"}, the process
+    stays up, and once space returns every event not counted as dropped is delivered."""
+    buffer = {"type": "disk", "when_full": "drop_newest"}
+    async with FakeCollector() as collector, aiohttp.ClientSession() as session:
+        with tiny_fs(tmp_path / "data", "4m") as data_dir:
+            config = forwarder_config(data_dir, collector, buffer)
+            daemon = await DaemonProcess(tmp_path, config).start()
+            try:
+                acked: set[int] = set()
+                await send_all(session, daemon, 0, 500, acked)
+                ballast = fill(data_dir)
+                await send_all(session, daemon, 500, 1000, acked)
+                await assert_disk_error(daemon, "No space left on device")
+                samples = await daemon.metrics()
+                dropped = metric(
+                    samples, "forwarder_events_dropped_total", component=SINK, reason="disk_error"
+                )
+                # A write may still fit in the last page the segment file already has.
+                assert 900 <= dropped <= 1000
+                ballast.unlink()
+                await wait_until(lambda: healthy(daemon), timeout_secs=10, what="ready again")
+                await send_all(session, daemon, 1500, 1000, acked)
+                await wait_until(
+                    lambda: len(collector.received) + dropped >= 2500,
+                    timeout_secs=15,
+                    what="every event not dropped delivered",
+                )
+                assert await daemon.terminate() == 0
+            finally:
+                await daemon.close()
+    delivered = received_ids(collector)
+    assert len(delivered) == len(set(delivered)) == 2500 - dropped
+    assert set(range(500)) | set(range(1500, 2500)) <= set(delivered)
+
+
 async def test_stalled_sink_fills_the_disk_and_delivery_frees_it(tmp_path: Path) -> None:
     """A stalled SIEM lets the disk buffer fill a 3 MiB tmpfs: ingest gets 503 and
     forwarder_buffer_disk_bytes matches the segment files; once the SIEM answers, delivered
