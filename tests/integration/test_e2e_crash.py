@@ -1,5 +1,8 @@
 """Crash safety of the disk buffer with real processes: SIGKILL at random moments while a client
 sends and a slow SIEM receives, and segment files damaged between runs.
+
+The SIGKILL test prints the duplicates it measured (``pytest -rP`` or ``-s`` shows the line;
+it is also a ``crash_report`` property in JUnit XML). ``CRASH_SEED`` replays other kill times.
 """
 
 from __future__ import annotations
