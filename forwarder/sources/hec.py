@@ -120,7 +120,15 @@ class HecRoutes:
         name = self.ctx.name
         keep = self.ctx.router.needs_objects
         events = [
-            Event(raw, name, now, meta, payload if keep else None, _when(meta, payload))
+            Event(
+                raw,
+                name,
+                now,
+                meta,
+                payload if keep else None,
+                _when(meta, payload),
+                _host(payload),
+            )
             for raw, payload, meta in parsed.items
         ]
         return await self._finish(events, channel, parsed.error)
@@ -145,7 +153,15 @@ class HecRoutes:
         keep = self.ctx.router.needs_objects
         shared = meta or None
         events = [
-            Event(raw, name, now, shared, payload if keep else None, _when(meta, payload))
+            Event(
+                raw,
+                name,
+                now,
+                shared,
+                payload if keep else None,
+                _when(meta, payload),
+                _host(payload),
+            )
             for raw, payload in lines
         ]
         return await self._finish(events, channel, None)
@@ -274,6 +290,12 @@ def _when(meta: dict[str, Any] | None, payload: dict[str, Any]) -> float | None:
         if stamp is not None:
             return stamp
     return object_time(payload)
+
+
+def _host(payload: dict[str, Any]) -> str | None:
+    """The event's own top-level ``host``: a sink falls back on it when no envelope says."""
+    host = payload.get("host")
+    return host if type(host) is str and host else None
 
 
 def _seconds(value: Any) -> float | None:

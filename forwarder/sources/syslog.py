@@ -105,7 +105,9 @@ class SyslogSource(TcpSource):
                 if not wrap:
                     continue
             kept = obj if keep else None
-            events.append(Event(dumps(obj), name, now, None, kept, object_time(obj)))
+            # The sender's HOSTNAME is the event's host (a HEC sink's envelope uses it).
+            host = obj.get("hostname")
+            events.append(Event(dumps(obj), name, now, None, kept, object_time(obj), host))
         if invalid:
             self.ctx.ingest_error("invalid_syslog", invalid)
             if not wrap:

@@ -190,6 +190,7 @@ async def test_logger(pipeline: Pipeline, transport: str, args: list[str]) -> No
     assert event["message"] == "alice : TTY=pts/0 ; COMMAND=/bin/ls"
     assert abs(envelope["time"] - time.time()) < 120
     assert (envelope["source"], envelope["index"]) == ("forwarder", "audit")
+    assert envelope["host"] == socket.gethostname()
 
 
 async def test_python_sysloghandler(pipeline: Pipeline) -> None:

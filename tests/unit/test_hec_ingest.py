@@ -77,6 +77,17 @@ async def test_envelopes_keep_their_metadata(metrics: Metrics, path: str, sep: b
         assert [e.time for e in wired.buffer.unacked()] == [1733300000.125, 1733300001.0]
 
 
+async def test_event_host_is_found_at_ingest(metrics: Metrics) -> None:
+    """An event object's own ``host`` is kept beside it for sinks when no envelope says."""
+    body = lines({"event": {"host": "from-event", "n": 1}}, {"event": "text"})
+    async with Wired(http(), metrics) as wired:
+        status, _, _ = await post(wired, "/services/collector", body)
+        await post(wired, "/services/collector/raw", b'{"host":"raw-host"}\nplain')
+        assert status == 200
+        hosts = [e.host for e in wired.buffer.unacked()]
+        assert hosts == ["from-event", None, "raw-host", None]
+
+
 async def test_gzip_body(metrics: Metrics) -> None:
     """A gzip body (Content-Encoding: gzip) is accepted."""
     async with Wired(http(), metrics) as wired:

@@ -63,6 +63,7 @@ async def test_logger_rfc5424_over_tcp(metrics: Metrics, octets: bool) -> None:
     assert event["severity"] == "warning" and event["severity_code"] == 4
     assert event["syslog_version"] == 1
     assert event["hostname"] == socket.gethostname()
+    assert wired.buffer.unacked()[0].host == socket.gethostname()
     assert (event["app_name"], event["procid"], event["msgid"]) == ("sshd", "4242", "LOGIN")
     assert event["structured_data"]["login@32473"] == {"user": "alice", "ip": "10.0.0.7"}
     assert event["message"] == "session opened"
