@@ -215,9 +215,16 @@ async def test_damaged_segments_are_skipped_counted_and_the_rest_delivered(
     lost = {lost_flip.event["i"], lost_cut.event["i"]}
     expected = {r.event["i"] for s in segments for r in s.records} - lost
 
+    intact_bytes = sum(r.size for s in segments for r in s.records) - lost_flip.size - lost_cut.size
+
     async with FakeCollector() as collector:
+        # Held at first, so the gauges can be read before anything is delivered.
+        collector.script.stall()
         daemon = await DaemonProcess(tmp_path, forwarder_config(data_dir, collector, DISK)).start()
         try:
+            held = await daemon.metrics()
+            files = sum(path.stat().st_size for path in buffer_dir.glob("*.seg"))
+            collector.script.release()
             await wait_until(
                 lambda: len(collector.received) >= len(expected),
                 timeout_secs=15,
@@ -230,6 +237,10 @@ async def test_damaged_segments_are_skipped_counted_and_the_rest_delivered(
             status = await sink_status(daemon)
         finally:
             await daemon.close()
+    # What recovery found is what the gauges report: intact records, and the real files.
+    assert metric(held, "forwarder_queue_depth_events", sink=SINK) == len(expected)
+    assert metric(held, "forwarder_queue_depth_bytes", sink=SINK) == intact_bytes
+    assert metric(held, "forwarder_buffer_disk_bytes", sink=SINK) == files
     delivered = received_ids(collector)
     assert sorted(delivered) == sorted(expected)
     assert metric(samples, "forwarder_events_dropped_total", component=SINK, reason="corrupt") == 3
