@@ -18,5 +18,6 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def collector() -> AsyncIterator[FakeCollector]:
+    """A started generic HTTP collector on 127.0.0.1 (``collector.endpoint``)."""
     async with FakeCollector() as fake:
         yield fake
