@@ -1,6 +1,7 @@
 """The benchmark runner: forwarder and its peer under the same load, runs interleaved.
 
     python -m bench.run --events 1000000 --connections 4 --runs 3 --peer syslog-ng
+    python -m bench.run --events 300000 --runs 5 --policy bench/configs/policy-10-rules.yaml
 
 Each run starts a fresh blackhole process and a fresh system under test, sends the
 pre-encoded load, waits until the blackhole holds every id (or nothing arrived for
@@ -8,12 +9,19 @@ pre-encoded load, waits until the blackhole holds every id (or nothing arrived f
 A B A B so machine drift hits both alike. Throughput mode first measures the blackhole's own
 ceiling (the load generator POSTing HEC batches straight to it), so a slow receiver is never
 mistaken for a slow forwarder. One line per run, then a table of medians, ranges and ratios.
+
+``--policy FILE`` adds a target ``forwarder+policy``, run interleaved with the plain forwarder:
+the same config with FILE's ``policy:`` list as the global policy. Its runs wait for the
+events the policy keeps (found by running the same rules over the load here), and its
+events/s and CPU us/event count every event it took in, kept or dropped, so both targets are
+measured on the same work.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import statistics
@@ -25,11 +33,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bench.blackhole import BlackholeProcess
 from bench.events import EncodedLoad, hec_bodies, iter_events, ndjson_bodies, ndjson_parts
 from bench.loadgen import SendReport, send_http, send_http_paced, send_tcp, send_tcp_paced
 from bench.peers import Target
-from bench.peers.forwarder_daemon import ForwarderOptions, ForwarderTarget
+from bench.peers.forwarder_daemon import ForwarderOptions, ForwarderTarget, bench_config
 from bench.peers.process import ProcessTree, TargetError
 from bench.peers.syslog_ng import SyslogNgTarget
 
@@ -91,12 +101,61 @@ class Loads:
         http: NDJSON bodies for ``POST /v1/events`` (throughput with --http).
         hec: HEC bodies for the ceiling run.
         paced: single events for latency mode (stamped as they are sent).
+        kept: target name -> events of the throughput load its policy lets through.
     """
 
     tcp: EncodedLoad | None = None
     http: EncodedLoad | None = None
     hec: EncodedLoad | None = None
     paced: list[bytes] | None = None
+    kept: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+class PolicyForwarderTarget(ForwarderTarget):
+    """forwarder with a global policy: the bench config plus ``policy:`` from a file.
+
+    Arguments:
+        options: the run's flags, as for the plain forwarder.
+        rules: the ``policy:`` list as loaded from YAML.
+    """
+
+    name = "forwarder+policy"
+
+    def __init__(self, options: ForwarderOptions, rules: list[Any]) -> None:
+        super().__init__(options)
+        self.rules = rules
+
+    def _write_config(
+        self, workdir: Path, *, ingest_port: int, admin_port: int, sink_port: int
+    ) -> Path:
+        config = bench_config(
+            self.options,
+            ingest_port=ingest_port,
+            admin_port=admin_port,
+            sink_port=sink_port,
+            data_dir=workdir / "forwarder-data",
+        )
+        config["policy"] = self.rules
+        path = workdir / "forwarder.yaml"
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        return path
+
+    def kept(self, events: list[bytes]) -> int:
+        """How many of ``events`` the policy lets through to the sink."""
+        from forwarder.events import Event
+        from forwarder.policy import Policy, parse_rules
+
+        policy = Policy.compile(parse_rules(self.rules))
+        return len(policy.apply([Event(raw, "in", 0.0) for raw in events]).kept)
+
+
+def load_policy(path: Path) -> list[Any]:
+    """The rule list of a policy file: a YAML list, or a mapping with a ``policy:`` list."""
+    doc = yaml.safe_load(path.read_text())
+    rules = doc.get("policy") if isinstance(doc, dict) else doc
+    if not isinstance(rules, list):
+        raise TargetError(f"{path}: expected a list of rules or a mapping with 'policy:'")
+    return rules
 
 
 def build_loads(args: argparse.Namespace) -> Loads:
@@ -188,9 +247,13 @@ async def _measure(
     send: Callable[[], Awaitable[SendReport]],
     blackhole: BlackholeProcess,
     target_pid: int | None,
+    kept: Callable[[int], int] | None = None,
 ) -> tuple[RunResult, ProcessTree]:
     """Send, wait for the blackhole to hold every id, and collect the figures; the CPU and
-    memory figures are the target's, or the blackhole's own in a ceiling run."""
+    memory figures are the target's, or the blackhole's own in a ceiling run.
+
+    ``kept(sent)`` is how many of the sent events a policy lets through (None: all); rates
+    and CPU per event then count the events taken in, in proportion to those delivered."""
     sink_tree = ProcessTree(blackhole.pid)
     tree = sink_tree if target_pid is None else ProcessTree(target_pid)
     trees = [tree] if tree is sink_tree else [tree, sink_tree]
@@ -200,7 +263,8 @@ async def _measure(
     sampler = asyncio.create_task(_sample(trees))
     try:
         sent = await send()
-        stats = await blackhole.wait_for(sent.events, idle_timeout_secs=args.idle_timeout)
+        expected = sent.events if kept is None else kept(sent.events)
+        stats = await blackhole.wait_for(expected, idle_timeout_secs=args.idle_timeout)
     finally:
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
@@ -208,7 +272,9 @@ async def _measure(
         each.sample()
     # With nothing delivered, the run lasted until the wait gave up.
     seconds = max((stats.last_arrival or time.time()) - sent.first_send, 1e-9)
-    received = min(stats.unique, sent.events)
+    received = min(stats.unique, expected)
+    # Events taken in: all sent, when all that the policy keeps arrived.
+    handled = round(sent.events * received / max(expected, 1))
     cpu = tree.cpu_seconds() - cpu_base
     result = RunResult(
         target=name,
@@ -217,14 +283,14 @@ async def _measure(
         ingest=ingest,
         events=sent.events,
         received=received,
-        lost=sent.events - received,
+        lost=expected - received,
         duplicates=stats.duplicates,
         seconds=seconds,
         send_seconds=sent.last_send - sent.first_send,
-        events_per_s=received / seconds,
-        mib_per_s=sent.payload_bytes * received / max(sent.events, 1) / seconds / _MIB,
+        events_per_s=handled / seconds,
+        mib_per_s=sent.payload_bytes * handled / max(sent.events, 1) / seconds / _MIB,
         cpu_s=cpu,
-        cpu_us_per_event=cpu / max(received, 1) * 1e6,
+        cpu_us_per_event=cpu / max(handled, 1) * 1e6,
         peak_rss_mib=tree.peak_rss_bytes() / _MIB,
         processes=tree.processes(),
         requests=stats.requests,
@@ -287,8 +353,16 @@ async def run_target(
         port = await target.start(sink_port=blackhole.port, workdir=workdir)
         try:
             send = _sender(args, loads, port, http)
+            kept = loads.kept.get(target.name)
             result, _ = await _measure(
-                target.name, run, args, "http" if http else "tcp", send, blackhole, target.pid
+                target.name,
+                run,
+                args,
+                "http" if http else "tcp",
+                send,
+                blackhole,
+                target.pid,
+                None if kept is None else lambda _sent: kept,
             )
         finally:
             exit_code = await target.stop()
@@ -304,6 +378,8 @@ def _targets(args: argparse.Namespace) -> list[Target]:
             http=args.http, gzip=args.gzip, buffer=args.buffer, workers=args.workers
         )
         targets.append(ForwarderTarget(options))
+        if args.policy is not None:
+            targets.append(PolicyForwarderTarget(options, load_policy(args.policy)))
     if args.peer == "syslog-ng":
         targets.append(SyslogNgTarget())
     return targets
@@ -314,6 +390,10 @@ async def _main(args: argparse.Namespace, workdir: Path) -> list[RunResult]:
     for target in targets:
         target.check(workdir)
     loads = build_loads(args)
+    for target in targets:
+        if isinstance(target, PolicyForwarderTarget):
+            events = loads.paced or list(iter_events(args.events, seed=args.seed))
+            loads.kept[target.name] = target.kept(events)
     results: list[RunResult] = []
     if args.mode == "throughput":
         for run in range(1, args.ceiling_runs + 1):
@@ -358,6 +438,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--idle-timeout", type=float, default=30, help="seconds without arrivals = lost")
     add("--json", type=Path, default=None, help="write raw results to this file")
     add("--keep", action="store_true", help="keep configs and logs of every run")
+    add(
+        "--policy",
+        type=Path,
+        default=None,
+        help="also run forwarder+policy: this file's policy: list as the global policy",
+    )
     return parser.parse_args(argv)
 
 

@@ -1,46 +1,29 @@
-"""Actions compiled from ``then``: transforms that return a changed event, and verdicts.
+"""Actions compiled from ``then``: transforms over a batch's :class:`Edits`, and verdicts.
 
-Transforms never modify a dict or list in place: they copy the containers on the way to what
-they change and share the rest. So one parsed object can feed several sinks' policies, and an
-unchanged event is recognised by identity (``new is obj``) without comparing anything.
+A transform gets the indexes of the events its rule's condition selected and changes them
+through :class:`Edits`, which decides whether a change is made in place or on a copy; one
+Python call per rule and batch, not per event.
 """
 
 from __future__ import annotations
 
-import copy
 import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
-from forwarder.policy.conditions import MISSING, getter, json_equal
+from forwarder.policy.conditions import MISSING, getter
 from forwarder.policy.config import RedactConfig, SampleConfig
+from forwarder.policy.edits import Edits, Obj, settable
 from forwarder.policy.redact import MASK, PatternRedactor, hasher, may_hold_secret
 
-__all__ = [
-    "Redact",
-    "Remove",
-    "Rename",
-    "Sampler",
-    "SetFields",
-    "Transform",
-    "remove_path",
-    "set_path",
-    "update_path",
-]
-
-Obj = dict[str, Any]
+__all__ = ["Redact", "Remove", "Rename", "Sampler", "SetFields", "Transform"]
 
 
 class Transform(Protocol):
-    # True when a change may bring text the event's bytes do not hold and a pattern could
-    # match; after such a change the bytes no longer vouch for the event (see Redact).
-    adds_text: bool
-
-    def apply(self, obj: Obj, raw: bytes | None) -> Obj:
-        """``obj`` when nothing changed, else a changed copy. ``raw`` is JSON text holding
-        every string ``obj`` holds, or None when that is not known."""
+    def apply(self, edits: Edits, selected: list[int]) -> None:
+        """Change the ``selected`` events of ``edits``."""
         ...
 
 
@@ -48,122 +31,55 @@ def _split(path: str) -> tuple[str, ...]:
     return tuple(path.split("."))
 
 
-def set_path(obj: Obj, parts: tuple[str, ...], value: Any) -> Obj | None:
-    """``obj`` with ``value`` at ``parts`` (a copy, creating missing dicts on the way; ``obj``
-    itself when the value is already there); None when a value on the way is not a dict."""
-    head, rest = parts[0], parts[1:]
-    child = obj.get(head, MISSING)
-    if not rest:
-        # Setting what is already there is no change: the event keeps its bytes.
-        if child is not MISSING and json_equal(child, value):
-            return obj
-        new: Any = value
-    elif child is MISSING:
-        new = set_path({}, rest, value)
-    elif type(child) is not dict:
-        return None
-    else:
-        new = set_path(child, rest, value)
-        if new is None:
-            return None
-        if new is child:
-            return obj
-    out = dict(obj)
-    out[head] = new
-    return out
-
-
-def update_path(obj: Obj, parts: tuple[str, ...], change: Callable[[Any], Any]) -> Obj:
-    """``obj`` with the value at ``parts`` replaced by ``change(value)``; ``obj`` itself
-    when the path is absent."""
-    head, rest = parts[0], parts[1:]
-    child = obj.get(head, MISSING)
-    if child is MISSING:
-        return obj
-    if rest:
-        if type(child) is not dict:
-            return obj
-        new = update_path(child, rest, change)
-        if new is child:
-            return obj
-    else:
-        new = change(child)
-    out = dict(obj)
-    out[head] = new
-    return out
-
-
-def remove_path(obj: Obj, parts: tuple[str, ...]) -> Obj:
-    """``obj`` without the key at ``parts``; ``obj`` itself when the path is absent."""
-    head, rest = parts[0], parts[1:]
-    if head not in obj:
-        return obj
-    if rest:
-        child = obj[head]
-        if type(child) is not dict:
-            return obj
-        new = remove_path(child, rest)
-        if new is child:
-            return obj
-        out = dict(obj)
-        out[head] = new
-        return out
-    out = dict(obj)
-    del out[head]
-    return out
-
-
 class SetFields:
     """``set: {path: value}``: writes each value; a path through a non-dict is skipped."""
 
     def __init__(self, values: dict[str, Any]) -> None:
         self._values = [(_split(path), value) for path, value in values.items()]
-        self.adds_text = may_hold_secret(list(values.values()))
+        # A value that may match a pattern is text the event's bytes do not hold; after
+        # writing it the bytes no longer vouch for the event (see PatternRedactor).
+        self._adds_text = may_hold_secret(list(values.values()))
 
-    def apply(self, obj: Obj, raw: bytes | None) -> Obj:
+    def apply(self, edits: Edits, selected: list[int]) -> None:
+        raws = edits.raws
         for parts, value in self._values:
             # Each event gets its own copy of a list or dict value: a later action on one
             # event must not show through in another.
-            if type(value) in (dict, list):
-                value = copy.deepcopy(value)
-            new = set_path(obj, parts, value)
-            if new is not None:
-                obj = new
-        return obj
+            fresh = type(value) in (dict, list)
+            written = edits.set_many(selected, parts, value, fresh=fresh)
+            if self._adds_text:
+                for i in written:
+                    raws[i] = None
 
 
 class Rename:
     """``rename: {from: to}``: moves a value, replacing what ``to`` held; an absent ``from``,
     or a ``to`` through a non-dict, leaves the event as it is."""
 
-    adds_text = False
-
     def __init__(self, moves: dict[str, str]) -> None:
         self._moves = [(getter(src), _split(src), _split(dst)) for src, dst in moves.items()]
 
-    def apply(self, obj: Obj, raw: bytes | None) -> Obj:
+    def apply(self, edits: Edits, selected: list[int]) -> None:
+        objs = edits.objs
         for get, src, dst in self._moves:
-            value = get(obj)
-            if value is MISSING:
-                continue
-            moved = set_path(remove_path(obj, src), dst, value)
-            if moved is not None:
-                obj = moved
-        return obj
+            # Moving under the source itself ("a" -> "a.b") always works once it is gone.
+            under_src = dst[: len(src)] == src
+            for i in selected:
+                obj = objs[i]
+                if get(obj) is MISSING or not (under_src or settable(obj, dst)):
+                    continue
+                edits.set(i, dst, edits.pop(i, src))
 
 
 class Remove:
     """``remove: [paths]``."""
 
-    adds_text = False
-
     def __init__(self, paths: tuple[str, ...]) -> None:
         self._paths = [_split(path) for path in paths]
 
-    def apply(self, obj: Obj, raw: bytes | None) -> Obj:
+    def apply(self, edits: Edits, selected: list[int]) -> None:
         for parts in self._paths:
-            obj = remove_path(obj, parts)
-        return obj
+            edits.pop_many(selected, parts)
 
 
 class Redact:
@@ -173,10 +89,6 @@ class Redact:
         config: the validated ``redact`` mapping.
         hash_key: HMAC key for ``with: hash``; None uses the per-process key.
     """
-
-    # Masks and hashes are not secrets; they may match a pattern by chance, and leaving
-    # them unscanned is harmless.
-    adds_text = False
 
     def __init__(self, config: RedactConfig, hash_key: bytes | None) -> None:
         self._hash = hasher(hash_key) if config.with_ == "hash" else None
@@ -193,12 +105,14 @@ class Redact:
             return MASK
         return self._hash(value if type(value) is str else orjson.dumps(value).decode())
 
-    def apply(self, obj: Obj, raw: bytes | None) -> Obj:
+    def apply(self, edits: Edits, selected: list[int]) -> None:
+        # Masks and hashes are not secrets: the bytes still vouch for what they hold (a mask
+        # that matched a pattern by chance would be harmless to leave unscanned).
+        whole = self._whole
         for parts in self._fields:
-            obj = update_path(obj, parts, self._whole)
+            edits.update_many(selected, parts, whole)
         if self._patterns is not None:
-            obj = self._patterns.redact(obj, raw)
-        return obj
+            self._patterns.redact(edits, selected)
 
 
 class Sampler:
@@ -215,6 +129,7 @@ class Sampler:
         self._count = 0
 
     def keep(self, obj: Obj) -> bool:
+        """The verdict for one event."""
         if self._get is not None:
             value = self._get(obj)
             if value is not MISSING:

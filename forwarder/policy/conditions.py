@@ -1,8 +1,13 @@
-"""Conditions compiled to plain functions of the event dict.
+"""Conditions compiled to plain functions of the event dict, and to batch selectors.
 
 Paths are split once, here; the functions returned only index dicts. A missing path reads as
 :data:`MISSING`, which equals nothing (not even ``null``), is in no list and is no number.
 Values compare the way JSON does: ``true`` is not ``1``.
+
+A selector takes a batch's objects and the indexes still in play and returns those where the
+condition holds, as one list comprehension: the common tests (a string equal to or in a set
+of strings, one or two keys deep) run inside it with no Python call per event, and ``all``
+narrows the indexes condition by condition.
 """
 
 from __future__ import annotations
@@ -14,7 +19,16 @@ from typing import Any
 
 from forwarder.policy.config import ConditionConfig
 
-__all__ = ["MISSING", "Getter", "Predicate", "compile_condition", "getter", "json_equal"]
+__all__ = [
+    "MISSING",
+    "Getter",
+    "Predicate",
+    "Selector",
+    "compile_condition",
+    "compile_selector",
+    "getter",
+    "json_equal",
+]
 
 
 class _Missing:
@@ -29,6 +43,7 @@ MISSING: Any = _Missing()
 Getter = Callable[[dict[str, Any]], Any]
 Predicate = Callable[[dict[str, Any]], bool]
 _Test = Callable[[Any], bool]
+Selector = Callable[[list[dict[str, Any]], list[int]], list[int]]
 
 
 def getter(path: str) -> Getter:
@@ -140,3 +155,60 @@ def _any(preds: list[Predicate]) -> Predicate:
         return any(pred(obj) for pred in preds)
 
     return some
+
+
+def compile_selector(cond: ConditionConfig) -> Selector:
+    """The condition as ``(objs, indexes) -> the indexes where it holds``, in order."""
+    if cond.all_ is not None:
+        steps = [compile_selector(c) for c in cond.all_]
+
+        def select_all(objs: list[dict[str, Any]], idx: list[int]) -> list[int]:
+            for step in steps:
+                if not idx:
+                    break
+                idx = step(objs, idx)
+            return idx
+
+        return select_all
+    strings = _string_choices(cond)
+    if strings is not None and cond.field is not None:
+        return _strings_selector(cond.field.split("."), strings)
+    pred = compile_condition(cond)
+    return lambda objs, idx: [i for i in idx if pred(objs[i])]
+
+
+def _string_choices(cond: ConditionConfig) -> frozenset[str] | None:
+    """The strings a plain ``equals``/``in`` field test accepts, when all it takes is one."""
+    operators = cond.operators
+    if operators == ["equals"] and type(cond.equals) is str:
+        return frozenset([cond.equals])
+    if operators == ["in"] and cond.in_ is not None and all(type(x) is str for x in cond.in_):
+        return frozenset(cond.in_)
+    return None
+
+
+def _strings_selector(parts: list[str], choices: frozenset[str]) -> Selector:
+    # A non-string value is never in `choices`, but an unhashable one (a list) cannot be
+    # looked up: the type test comes first. A missing key reads as None, which is no string.
+    if len(parts) == 1:
+        key = parts[0]
+
+        def one(objs: list[dict[str, Any]], idx: list[int]) -> list[int]:
+            return [i for i in idx if type(v := objs[i].get(key)) is str and v in choices]
+
+        return one
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def two(objs: list[dict[str, Any]], idx: list[int]) -> list[int]:
+            return [
+                i
+                for i in idx
+                if type(d := objs[i].get(outer)) is dict
+                and type(v := d.get(inner)) is str
+                and v in choices
+            ]
+
+        return two
+    get = getter(".".join(parts))
+    return lambda objs, idx: [i for i in idx if type(v := get(objs[i])) is str and v in choices]

@@ -1,9 +1,10 @@
 """The compiled policy: rules in order over a batch of events, in one synchronous pass.
 
-Per event, rules run in order. ``drop`` and ``sample`` end the event's run, ``route`` narrows
-the set of sinks it may reach (an empty set drops it), transforms change it. An event whose
-object changed gets its bytes re-encoded once, after the last rule, whatever the number of
-rules that changed it.
+Rules run column-wise: each rule selects, from the events still in play, those its condition
+holds for, then acts on all of them in one call. Per event the effect is the rules in order:
+``drop`` and ``sample`` end the event's run, ``route`` narrows the set of sinks it may reach
+(an empty set drops it), transforms change it. An event whose object changed gets its bytes
+re-encoded once, after the last rule, whatever the number of rules that changed it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from dataclasses import dataclass
 
 from forwarder.events import Event
 from forwarder.policy.actions import Redact, Remove, Rename, Sampler, SetFields, Transform
-from forwarder.policy.conditions import Predicate, compile_condition
+from forwarder.policy.conditions import Selector, compile_selector
 from forwarder.policy.config import PolicyRuleConfig
+from forwarder.policy.edits import Edits
 
 __all__ = ["Policy", "PolicyOutcome"]
 
@@ -38,7 +40,7 @@ class PolicyOutcome:
 @dataclass(slots=True, frozen=True)
 class _Rule:
     name: str
-    when: Predicate | None
+    when: Selector | None
     transform: Transform | None = None
     sinks: frozenset[str] | None = None
     sampler: Sampler | None = None
@@ -85,50 +87,62 @@ class Policy:
         rules = self._rules
         if not rules:
             return PolicyOutcome(list(events), [None] * len(events), {})
-        kept: list[Event] = []
-        routes: list[frozenset[str] | None] = []
+        objs = [event.parsed() for event in events]
+        # The events' bytes hold every string their objects hold until a transform adds
+        # text; pattern redaction uses them to clear most events in one scan.
+        edits = Edits(objs, [event.raw for event in events], in_place=not copy)
+        live = list(range(len(events)))
+        routes: dict[int, frozenset[str]] = {}
         dropped: dict[str, int] = {}
-        for event in events:
-            original = event.parsed()
-            obj = original
-            # The event's bytes hold every string obj holds until a transform adds text;
-            # pattern redaction uses them to clear most events in one scan.
-            raw: bytes | None = event.raw
-            route: frozenset[str] | None = None
-            dropped_by: str | None = None
-            for rule in rules:
-                if rule.when is not None and not rule.when(obj):
-                    continue
-                transform = rule.transform
-                if transform is not None:
-                    new = transform.apply(obj, raw)
-                    if new is not obj and transform.adds_text:
-                        raw = None
-                    obj = new
-                elif rule.sinks is not None:
-                    route = rule.sinks if route is None else route & rule.sinks
-                    if not route:
-                        dropped_by = rule.name
-                        break
-                # What is left is drop (no sampler) or sample.
-                elif rule.sampler is None or not rule.sampler.keep(obj):
-                    dropped_by = rule.name
-                    break
-            if dropped_by is not None:
-                dropped[dropped_by] = dropped.get(dropped_by, 0) + 1
+        for rule in rules:
+            if not live:
+                break
+            selected = live if rule.when is None else rule.when(objs, live)
+            if not selected:
                 continue
-            if obj is not original:
+            if rule.transform is not None:
+                rule.transform.apply(edits, selected)
+                continue
+            if rule.sinks is not None:
+                gone = _route(routes, rule.sinks, selected)
+            elif rule.sampler is not None:
+                keep = rule.sampler.keep
+                gone = [i for i in selected if not keep(objs[i])]
+            else:
+                gone = selected
+            if gone:
+                dropped[rule.name] = dropped.get(rule.name, 0) + len(gone)
+                out = set(gone)
+                live = [i for i in live if i not in out]
+        kept: list[Event] = []
+        for i in live:
+            event = events[i]
+            if i in edits.changed:
                 if copy:
                     event = Event(b"", event.source, event.received, event.meta)
-                event.replace_object(obj)
+                event.replace_object(objs[i])
             kept.append(event)
-            routes.append(route)
-        return PolicyOutcome(kept, routes, dropped)
+        return PolicyOutcome(kept, [routes.get(i) for i in live], dropped)
+
+
+def _route(
+    routes: dict[int, frozenset[str]], sinks: frozenset[str], selected: list[int]
+) -> list[int]:
+    """Narrow the routes of ``selected`` to ``sinks``; the indexes left with no sink."""
+    gone: list[int] = []
+    for i in selected:
+        route = routes.get(i)
+        route = sinks if route is None else route & sinks
+        if route:
+            routes[i] = route
+        else:
+            gone.append(i)
+    return gone
 
 
 def _compile_rule(index: int, rule: PolicyRuleConfig, hash_key: bytes | None) -> _Rule:
     name = rule.name or f"rule-{index}"
-    when = compile_condition(rule.when) if rule.when is not None else None
+    when = compile_selector(rule.when) if rule.when is not None else None
     then = rule.then
     if then.drop:
         return _Rule(name, when)

@@ -8,12 +8,15 @@ order numbers and other long digit strings that fail it.
 
 from __future__ import annotations
 
-import hmac
+import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from forwarder.policy.edits import Edits
 
 __all__ = [
     "MASK",
@@ -76,6 +79,34 @@ class _Hint:
                     return True
         return self._cards and _CARD_DIGITS in data.translate(_AS_ZERO, b" -")
 
+    def many(self, texts: list[bytes]) -> set[int]:
+        """Positions in ``texts`` where the hint holds, or a backslash (escapes) is found.
+
+        The texts are joined and each test runs once over the whole; only a test that holds
+        somewhere is then run per text. A NUL byte cannot occur in JSON text, so it
+        separates the texts without creating or hiding a match.
+        """
+        blob = b"\x00".join(texts)
+        if blob.count(b"\x00") != len(texts) - 1:
+            return {k for k, text in enumerate(texts) if b"\\" in text or self(text)}
+        hits: set[int] = set()
+        for literal in (b"\\", *self._literals):
+            if literal in blob:
+                hits.update(k for k, text in enumerate(texts) if literal in text)
+        if self._folded:
+            folded = blob.lower()
+            parts: list[bytes] | None = None
+            for literal in self._folded:
+                if literal in folded:
+                    parts = parts or folded.split(b"\x00")
+                    hits.update(k for k, part in enumerate(parts) if literal in part)
+        if self._cards:
+            digits = blob.translate(_AS_ZERO, b" -")
+            if _CARD_DIGITS in digits:
+                parts = digits.split(b"\x00")
+                hits.update(k for k, part in enumerate(parts) if _CARD_DIGITS in part)
+        return hits
+
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:
     """One alternation of the named built-in patterns and the user regexes."""
@@ -98,12 +129,22 @@ def hasher(key: bytes | None) -> Callable[[str], str]:
     """``value -> "sha256:<16 hex>"``: HMAC-SHA256 under ``key``, or under a key drawn once per
     process, so equal values hash equally across every policy of the process."""
     secret = key if key is not None else _PROCESS_KEY
+    if len(secret) > 64:
+        secret = hashlib.sha256(secret).digest()
+    # HMAC (RFC 2104) with the keyed inner and outer states computed once: copying a state
+    # costs far less than hmac.digest setting the key up again for every value.
+    padded = secret.ljust(64, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded)).copy
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded)).copy
 
-    @lru_cache(maxsize=4096)
+    @lru_cache(maxsize=16384)
     def digest(value: str) -> str:
-        # hmac.digest is the one-shot C path; the hex of 8 bytes is the 16 hex shown.
-        mac = hmac.digest(secret, value.encode("utf-8", "surrogatepass"), "sha256")
-        return "sha256:" + mac[:8].hex()
+        state = inner()
+        state.update(value.encode("utf-8", "surrogatepass"))
+        mac = outer()
+        mac.update(state.digest())
+        # The hex of 8 bytes is the 16 hex shown.
+        return "sha256:" + mac.digest()[:8].hex()
 
     return digest
 
@@ -126,18 +167,27 @@ class PatternRedactor:
         # User regexes have no hint (and may be anchored): with them every string is tried.
         self._hint = None if regexes else _Hint(patterns)
 
-    def redact(self, obj: dict[str, Any], raw: bytes | None) -> dict[str, Any]:
-        """``obj`` itself when nothing matched, else a copy with the containers on the way to
-        each change copied (``obj`` is never modified). ``raw``, when given, is JSON text
-        holding every string ``obj`` holds (the event's bytes before changes that only
-        removed, moved or redacted values)."""
-        # Most events are cleared by one look at their bytes. A backslash means escapes, whose
-        # decoded text may hold what the bytes do not show.
+    def redact(self, edits: Edits, selected: list[int]) -> None:
+        """Replace every match in the ``selected`` events; an event with a match becomes a
+        copy with the containers on the way to each change copied (its object, which other
+        sinks may share, is never modified)."""
+        # Most events are cleared by one look at their bytes (edits.raws), all events of the
+        # batch at once. A backslash means escapes, whose decoded text may hold what the
+        # bytes do not show.
+        objs, raws = edits.objs, edits.raws
         hint = self._hint
-        if raw is not None and hint is not None and b"\\" not in raw and not hint(raw):
-            return obj
-        result: dict[str, Any] = self._walk(obj)
-        return result
+        if hint is None:
+            suspects = selected
+        else:
+            vouched = [i for i in selected if raws[i] is not None]
+            hits = hint.many([raws[i] or b"" for i in vouched])
+            suspects = [i for i in selected if raws[i] is None]
+            suspects += [vouched[k] for k in sorted(hits)]
+        for i in suspects:
+            obj = objs[i]
+            new = self._walk(obj)
+            if new is not obj:
+                edits.replace(i, new)
 
     def scan(self, value: Any) -> Any:
         """``value`` with every match replaced (containers copied where changed)."""

@@ -1,0 +1,211 @@
+"""The objects of one batch while rules change them, and the path edits rules make.
+
+Two modes. For the global policy the batch's parsed objects belong to the batch alone, so
+edits change them in place: no copies at all. For a sink's policy the objects are shared
+with the other sinks, so the first edit of an event copies each container on the way to the
+change (copy on write) and later edits of the same event change those copies in place: an
+event is copied at most once per container however many rules change it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from forwarder.policy.conditions import MISSING, json_equal
+
+__all__ = ["Edits", "Obj"]
+
+Obj = dict[str, Any]
+
+
+class Edits:
+    """A batch's objects and what became of them.
+
+    Arguments:
+        objs: the parsed objects, one per event; replaced or changed as rules run.
+        raws: per event, JSON bytes holding every string its object holds, or None once a
+            change may have added text the bytes lack (pattern redaction then scans it).
+        in_place: the objects belong to this batch alone and may be changed directly.
+    """
+
+    __slots__ = ("_owned", "changed", "objs", "raws")
+
+    def __init__(self, objs: list[Obj], raws: list[bytes | None], *, in_place: bool) -> None:
+        self.objs = objs
+        self.raws = raws
+        self.changed: set[int] = set()
+        # Event index -> {id: container} of the copies made for it; keeping the containers
+        # referenced keeps their ids from being reused while the batch runs.
+        self._owned: dict[int, dict[int, Any]] | None = None if in_place else {}
+
+    def writable(self, i: int, d: Obj) -> Obj:
+        """``d`` (a dict inside event ``i``) or a copy of it that edits may change."""
+        owned = self._owned
+        if owned is None:
+            return d
+        mine = owned.get(i)
+        if mine is None:
+            mine = owned[i] = {}
+        elif id(d) in mine:
+            return d
+        copy = dict(d)
+        mine[id(copy)] = copy
+        return copy
+
+    def _fresh(self, i: int) -> Obj:
+        new: Obj = {}
+        if self._owned is not None:
+            self._owned.setdefault(i, {})[id(new)] = new
+        return new
+
+    def _parent(self, i: int, parts: tuple[str, ...]) -> Obj:
+        """The writable dict holding ``parts[-1]``, every dict on the way made writable;
+        the path up to it must exist and hold dicts."""
+        if self._owned is None:
+            node = self.objs[i]
+            for part in parts[:-1]:
+                node = node[part]
+            self.changed.add(i)
+            return node
+        node = top = self.writable(i, self.objs[i])
+        for part in parts[:-1]:
+            child = self.writable(i, node[part])
+            node[part] = child
+            node = child
+        self.objs[i] = top
+        self.changed.add(i)
+        return node
+
+    def set(self, i: int, parts: tuple[str, ...], value: Any) -> bool:
+        """Put ``value`` at ``parts``, creating dicts on the way. False, and no change, when
+        a value on the way is not a dict or the value is already there."""
+        node: Any = self.objs[i]
+        depth = 0
+        for part in parts[:-1]:
+            child = node.get(part, MISSING)
+            if child is MISSING:
+                break
+            if type(child) is not dict:
+                return False
+            node = child
+            depth += 1
+        else:
+            current = node.get(parts[-1], MISSING)
+            if current is not MISSING and json_equal(current, value):
+                return False
+        node = self._parent(i, parts[: depth + 1])
+        for part in parts[depth:-1]:
+            child = self._fresh(i)
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+        return True
+
+    def pop(self, i: int, parts: tuple[str, ...]) -> Any:
+        """Remove the value at ``parts`` and return it; :data:`MISSING` when absent."""
+        holder = _holder(self.objs[i], parts)
+        if holder is None or parts[-1] not in holder:
+            return MISSING
+        return self._parent(i, parts).pop(parts[-1])
+
+    def update(self, i: int, parts: tuple[str, ...], change: Callable[[Any], Any]) -> None:
+        """Replace the value at ``parts`` by ``change(value)``; nothing when absent."""
+        holder = _holder(self.objs[i], parts)
+        if holder is None:
+            return
+        value = holder.get(parts[-1], MISSING)
+        if value is not MISSING:
+            self._parent(i, parts)[parts[-1]] = change(value)
+
+    # The *_many methods do the same to many events. In place, the holders of the last key
+    # are found with one comprehension and changed directly; on copies, event by event.
+
+    def set_many(
+        self, selected: list[int], parts: tuple[str, ...], value: Any, *, fresh: bool
+    ) -> list[int]:
+        """:meth:`set` on each selected event (a deep copy of ``value`` each when ``fresh``);
+        returns the events written."""
+        written: list[int] = []
+        key = parts[-1]
+        for i, holder in self._holders(selected, parts):
+            if holder is not None:
+                current = holder.get(key, MISSING)
+                if current is not MISSING and json_equal(current, value):
+                    continue
+                holder[key] = copy.deepcopy(value) if fresh else value
+                self.changed.add(i)
+                written.append(i)
+            elif self.set(i, parts, copy.deepcopy(value) if fresh else value):
+                written.append(i)
+        return written
+
+    def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
+        """:meth:`pop` on each selected event."""
+        key = parts[-1]
+        for i, holder in self._holders(selected, parts):
+            if holder is None:
+                self.pop(i, parts)
+            elif key in holder:
+                del holder[key]
+                self.changed.add(i)
+
+    def update_many(
+        self, selected: list[int], parts: tuple[str, ...], change: Callable[[Any], Any]
+    ) -> None:
+        """:meth:`update` on each selected event."""
+        key = parts[-1]
+        for i, holder in self._holders(selected, parts):
+            if holder is None:
+                self.update(i, parts, change)
+                continue
+            value = holder.get(key, MISSING)
+            if value is not MISSING:
+                holder[key] = change(value)
+                self.changed.add(i)
+
+    def _holders(self, selected: list[int], parts: tuple[str, ...]) -> list[tuple[int, Any]]:
+        """(event, the dict holding ``parts[-1]`` when it may be changed in place, else None);
+        events whose way to it is not all dicts are left out, except absent ones when
+        ``parts`` is deep (a set creates them), which come with None."""
+        objs = self.objs
+        if self._owned is not None:
+            return [(i, None) for i in selected]
+        if len(parts) == 1:
+            return [(i, objs[i]) for i in selected]
+        if len(parts) == 2:
+            outer = parts[0]
+            return [
+                (i, d if d is not MISSING else None)
+                for i in selected
+                if type(d := objs[i].get(outer, MISSING)) is dict or d is MISSING
+            ]
+        return [(i, _holder(objs[i], parts)) for i in selected]
+
+    def replace(self, i: int, obj: Obj) -> None:
+        """Event ``i`` is now ``obj`` (built from fresh containers where it differs)."""
+        self.objs[i] = obj
+        self.changed.add(i)
+
+
+def settable(obj: Obj, parts: tuple[str, ...]) -> bool:
+    """Whether a value can be put at ``parts``: nothing on the way is a non-dict."""
+    node: Any = obj
+    for part in parts[:-1]:
+        node = node.get(part, MISSING)
+        if node is MISSING:
+            return True
+        if type(node) is not dict:
+            return False
+    return True
+
+
+def _holder(obj: Obj, parts: tuple[str, ...]) -> Obj | None:
+    """The dict that holds ``parts[-1]``, or None when the way is absent or not dicts."""
+    node: Any = obj
+    for part in parts[:-1]:
+        node = node.get(part)
+        if type(node) is not dict:
+            return None
+    return node
