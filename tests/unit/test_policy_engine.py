@@ -192,3 +192,28 @@ def test_policy_test_reports_bad_lines_and_fails() -> None:
     assert code == 1
     assert text.splitlines()[-1] == "== not a JSON object: 2 lines (1, 2)"
     assert "== sink splunk (1 events)" in text
+
+
+def test_sink_copy_and_global_in_place_agree() -> None:
+    """Several rules changing the same nested object: a sink's policy leaves the shared input
+    as it was and gives the same result as the global policy, which changes it in place."""
+    rules = """
+    - then: {set: {actor.zone: z, labels.team: sec}}
+    - then: {rename: {actor.ip: client.ip}}
+    - then: {remove: [actor.session]}
+    - then: {redact: {fields: [client.ip], with: hash}}
+    """
+    policy = Policy.compile(parse_rules(yaml.safe_load(rules)), hash_key=b"k")
+    obj: dict[str, Any] = {"actor": {"ip": "10.0.0.1", "session": "s", "user": "a"}, "n": 1}
+    shared = _event(obj)
+    snapshot = copy.deepcopy(obj)
+    copied = policy.apply_copy([shared]).kept[0]
+    assert shared.obj == snapshot and orjson.loads(shared.raw) == snapshot
+    own = _event(copy.deepcopy(obj))
+    in_place = policy.apply([own]).kept[0]
+    assert in_place is own
+    assert orjson.loads(copied.raw) == orjson.loads(in_place.raw) == in_place.obj
+    result = orjson.loads(copied.raw)
+    assert result["actor"] == {"user": "a", "zone": "z"}
+    assert result["labels"] == {"team": "sec"}
+    assert result["client"]["ip"].startswith("sha256:")
