@@ -72,6 +72,8 @@ class Topology:
         self.instance = instance
         self.router = Router(metrics)
         self._background: set[asyncio.Task[None]] = set()
+        # Sinks a reload replaced (False) or removed (True) that are still finishing.
+        self._leaving: list[tuple[SinkRuntime, bool]] = []
         self.sinks = {name: self._build_sink(name, cfg) for name, cfg in config.sinks.items()}
         self.sources = {name: self._build_source(name, cfg) for name, cfg in config.sources.items()}
         self._route(config)
@@ -255,8 +257,20 @@ class Topology:
         """Spill what memory buffers still hold, stop sinks and buffers; returns the events
         left undelivered per sink (kept on disk either way)."""
         left: dict[str, int] = {}
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # A reload's leftovers cut short by the stop: close their sessions, and spill what a
+        # removed sink still holds rather than forget it.
+        for rt, removed in self._leaving:
+            if removed:
+                left[rt.name] = rt.buffer.depth_events
+                await self._close_sink(rt)
+            else:
+                await rt.batcher.stop()
+                await rt.sink.stop()
+        self._leaving.clear()
         for rt in self.sinks.values():
             left[rt.name] = rt.buffer.depth_events
             await self._close_sink(rt)
@@ -356,9 +370,11 @@ class Topology:
         removed = [self.sinks.pop(name) for name in sinks["removed"]]
         self._route(self.config)
         for rt in retired:
+            self._leaving.append((rt, False))
             self._spawn(self._retire(rt))
         for rt in removed:
             self.metrics.queues.forget(rt.name)
+            self._leaving.append((rt, True))
             self._spawn(self._remove(rt))
         await self._reload_sources(summary["sources"], new)
         return summary
@@ -386,11 +402,13 @@ class Topology:
         """The old batcher of a changed sink: finish what is in flight, then close."""
         await rt.batcher.retire()
         await rt.sink.stop()
+        self._leaving.remove((rt, False))
 
     async def _remove(self, rt: SinkRuntime) -> None:
         """A sink no longer in the config: deliver what it holds, spill the rest."""
         await _drain([rt.batcher], self.config.settings.shutdown_timeout_secs)
         await self._close_sink(rt)
+        self._leaving.remove((rt, True))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
