@@ -20,7 +20,7 @@ from pydantic import Field, SecretStr
 
 from forwarder.config import SourceConfig, TlsServerConfig, parse_address
 from forwarder.events import Event, object_time
-from forwarder.sources.base import Source, SourceContext
+from forwarder.sources.base import Source, SourceContext, reuse_port
 from forwarder.sources.tls import reload_context, server_context
 
 _JSON_TYPES = {"application/json", "text/json"}
@@ -164,12 +164,12 @@ class HttpSource(Source):
         return out
 
     async def accept(self, events: list[Event]) -> bool:
-        """Place events in every target buffer; False when buffers stayed full."""
+        """Place events in every target buffer; False when buffers stayed full or could not
+        make them durable (the client is answered 503 and retries)."""
         router = self.ctx.router
         plan = router.plan(self.ctx.name, events)
         if router.try_place(plan):
-            await router.commit(plan)
-            return True
+            return await router.commit(plan)
         return await router.place(plan, self.config.queue_wait_secs)
 
     # -- POST /v1/events -------------------------------------------------------------------
@@ -349,6 +349,7 @@ class _LimitedSite(web.BaseSite):
             ssl_handshake_timeout=self._handshake_timeout if self._ssl_context else None,
             backlog=self._backlog,
             reuse_address=True,
+            reuse_port=reuse_port(),
         )
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 from pydantic import Field
 
 from forwarder.config import SourceConfig, TlsServerConfig
 from forwarder.events import Event
-from forwarder.sources.base import Source, SourceContext, decode_lines
+from forwarder.sources.base import Source, SourceContext, decode_lines, reuse_port
 from forwarder.sources.lines import LineSplitter
 from forwarder.sources.tls import reload_context, server_context
 
@@ -74,6 +74,7 @@ class TcpSource(Source):
             ssl=self._ssl,
             # A client that connects and never finishes the handshake is idle too.
             ssl_handshake_timeout=self.config.idle_timeout_secs if self._ssl else None,
+            reuse_port=reuse_port(),
             reuse_address=True,
             backlog=1024,
         )
@@ -139,12 +140,12 @@ class _Connection(asyncio.Protocol):
         self.idle: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         source = self.source
         if len(source._conns) >= source.config.max_connections:
             self.ctx.ingest_error("too_many_connections")
-            transport.abort()
+            self.transport.abort()
             self.closed = True
             return
         source._conns.add(self)
