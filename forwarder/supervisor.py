@@ -172,12 +172,15 @@ class Supervisor:
         self._stop = asyncio.Event()
         self.workers = [Worker(i, count, config, self.addresses, self._stop) for i in range(count)]
         self._interrupts = 0
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.last_reload: dict[str, Any] | None = None
 
     def _reserve_ports(self) -> dict[str, str]:
         """Pick real ports for ``:0`` addresses so every worker binds the same one; the
-        reserving socket (bound, not listening) keeps another process from taking it."""
+        reserving TCP socket (bound, not listening, so it is handed no connection) keeps
+        another process from taking it."""
         addresses = {}
         for name, source in self.config.sources.items():
             host, port = parse_address(source.address)
@@ -191,8 +194,13 @@ class Supervisor:
                 sock = socket.socket(family, kind)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind((host, 0))
-                self._reserved.append(sock)
                 port = sock.getsockname()[1]
+                if kind == socket.SOCK_DGRAM:
+                    # A UDP socket in the SO_REUSEPORT group gets its share of datagrams,
+                    # and this one never reads: let it go and let the workers have the port.
+                    sock.close()
+                else:
+                    self._reserved.append(sock)
                 host_text = f"[{host}]" if ":" in host else host
                 addresses[name] = f"{host_text}:{port}"
             else:
@@ -203,7 +211,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._on_sigint)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         try:
             await self.admin.start()
@@ -248,33 +256,50 @@ class Supervisor:
             os._exit(1)
         self._stop.set()
 
+    def _on_sighup(self) -> None:
+        task = asyncio.ensure_future(self.reload())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def reload(self) -> dict[str, Any]:
         """Check the new config here (one error report, not N), then let each worker reload."""
-        self.notifier.reloading()
-        try:
-            new = load_file(self.config.path) if self.config.path else self.config
-        except ConfigError as exc:
-            self.last_reload = {"ok": False, "errors": exc.errors}
-            log.error("reload rejected; still running on the previous config", errors=exc.errors)
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                new = load_file(self.config.path) if self.config.path else self.config
+            except ConfigError as exc:
+                self.last_reload = {"ok": False, "errors": exc.errors}
+                log.error(
+                    "reload rejected; still running on the previous config", errors=exc.errors
+                )
+                self.notifier.ready()
+                return self.last_reload
+            restart = []
+            if new.worker_count != self.count:
+                restart.append("workers")
+            answers = await asyncio.gather(
+                *(self._ask(w, "POST", "/api/reload") for w in self.workers)
+            )
+            ok = all(a.get("ok") for a in answers)
+            if ok:
+                self.config = new
+            self.last_reload = {"ok": ok, "restart_needed": restart, "workers": answers}
             self.notifier.ready()
             return self.last_reload
-        restart = []
-        if (new.settings.workers or self.count) != self.count:
-            restart.append("workers")
-        answers = await asyncio.gather(*(self._ask(w, "POST", "/api/reload") for w in self.workers))
-        self.last_reload = {
-            "ok": all(a.get("ok") for a in answers),
-            "restart_needed": restart,
-            "workers": answers,
-        }
-        self.notifier.ready()
-        return self.last_reload
 
     # -- admin views ---------------------------------------------------------------------
 
-    def _readiness(self) -> tuple[bool, str]:
-        ok = self.state == "running" and all(w.ready.is_set() for w in self.workers)
-        return ok, self.state if ok or self.state != "running" else "worker restarting"
+    async def _readiness(self) -> tuple[bool, str]:
+        """Ready when every worker is: a worker's own /readyz also covers its disk buffers."""
+        if self.state != "running":
+            return False, self.state
+        if not all(w.ready.is_set() for w in self.workers):
+            return False, "worker restarting"
+        answers = await asyncio.gather(*(self._ask(w, "GET", "/readyz") for w in self.workers))
+        for worker, answer in zip(self.workers, answers, strict=True):
+            if not answer.get("ready"):
+                return False, f"worker {worker.index}: {answer.get('reason', 'no answer')}"
+        return True, "running"
 
     async def _status(self) -> dict[str, Any]:
         parts = await asyncio.gather(*(self._ask(w, "GET", "/api/status") for w in self.workers))

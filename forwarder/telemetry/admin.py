@@ -30,7 +30,7 @@ class AdminServer:
         address: str,
         metrics: Metrics,
         status: Callable[[], dict[str, Any] | Awaitable[dict[str, Any]]],
-        ready: Callable[[], tuple[bool, str]],
+        ready: Callable[[], tuple[bool, str] | Awaitable[tuple[bool, str]]],
         render_metrics: Callable[[], Awaitable[bytes]] | None = None,
     ) -> None:
         self.address = address
@@ -79,7 +79,10 @@ class AdminServer:
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, request: web.Request) -> web.Response:
-        ok, reason = self._ready()
+        result = self._ready()
+        if inspect.isawaitable(result):
+            result = await result
+        ok, reason = result
         return web.json_response({"ready": ok, "reason": reason}, status=200 if ok else 503)
 
     async def _api_status(self, request: web.Request) -> web.Response:

@@ -17,6 +17,8 @@ _COMBINE = {
     "forwarder_sink_up": min,
     "forwarder_ready": min,
     "forwarder_build_info": max,
+    # 1 when any worker's disk buffer for the sink cannot write.
+    "forwarder_disk_error": max,
 }
 
 
