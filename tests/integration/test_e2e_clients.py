@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from splunk_hec_handler import SplunkHecHandler  # type: ignore[import-untyped]  # no hints shipped
+from splunk_hec_handler import SplunkHecHandler
 
 from tests.fakes.hec import FakeHec
 from tests.helpers import DaemonProcess

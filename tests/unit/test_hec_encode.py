@@ -10,8 +10,9 @@ from typing import Any
 import orjson
 import pytest
 
-from forwarder.events import Event, object_time
+from forwarder.events import Event
 from forwarder.sinks.splunk_hec.encode import HecEncoder
+from forwarder.sources.base import decode_lines
 
 RECEIVED = 1_733_300_000.25
 
@@ -30,8 +31,11 @@ def encoder(**overrides: Any) -> HecEncoder:
 
 
 def ingested(obj: dict[str, Any], meta: dict[str, Any] | None = None) -> Event:
-    """An event as a source builds it: compact bytes, receive time, its own time if any."""
-    return Event(orjson.dumps(obj), "tcp", RECEIVED, meta, None, object_time(obj))
+    """An event as a source builds it: compact bytes, receive time, its own time and host."""
+    [event], _ = decode_lines([orjson.dumps(obj)], "tcp", keep_objects=False, wrap_invalid=False)
+    event.received = RECEIVED
+    event.meta = meta
+    return event
 
 
 def decode_all(body: bytes) -> list[dict[str, Any]]:
