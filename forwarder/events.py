@@ -65,9 +65,14 @@ class Event:
         return value if isinstance(value, dict) else {"message": value}
 
     def replace_object(self, obj: dict[str, Any]) -> None:
-        """Swap in a changed object; the stored bytes follow it."""
+        """Swap in a changed object; the stored bytes, time and host follow it (a policy
+        that redacts ``host`` must not see it sent in an envelope)."""
         self.obj = obj
         self.raw = orjson.dumps(obj)
+        if not (self.meta and self.meta.get("time") is not None):
+            self.time = object_time(obj)
+        host = obj.get("host")
+        self.host = host if type(host) is str and host else None
 
     def to_record(self) -> bytes:
         """One line for spill files and the dead-letter store: the event and its envelope."""

@@ -70,6 +70,8 @@ class Router:
     _keep_objects = False
 
     def plan(self, source: str, events: list[Event]) -> Plan:
+        # Received means taken from the client, whatever the policy then drops.
+        received = len(events)
         routes: list[frozenset[str] | None] | None = None
         if self.policy is not None:
             outcome = self.policy.apply(events)
@@ -78,7 +80,7 @@ class Router:
             events = outcome.kept
             if any(r is not None for r in outcome.routes):
                 routes = outcome.routes
-        plan = Plan(source, len(events))
+        plan = Plan(source, received)
         for target in self.targets.get(source, ()):
             mine = events
             if routes is not None:
