@@ -229,7 +229,7 @@ def banner(
     """The start-up lines: where to send events, where they land, where the metrics are."""
     sinks = {}
     for name, cfg in config.sinks.items():
-        where = getattr(cfg, "path", None) or getattr(cfg, "endpoint", None)
+        where = getattr(cfg, "endpoint", None) or getattr(cfg, "path", None)
         sinks[name] = f"{cfg.type} {where}" if where else cfg.type
     log.info(
         "forwarder ready",
