@@ -61,7 +61,15 @@ class Event:
         """The event as a dict: the ingest-time object, or a fresh parse of ``raw``."""
         if self.obj is not None:
             return self.obj
-        value = orjson.loads(self.raw)
+        try:
+            value = orjson.loads(self.raw)
+        except orjson.JSONDecodeError:
+            # Bytes ingest accepted but orjson will not read (a number out of float range):
+            # the event still travels, as text, rather than wedge a sink that re-encodes.
+            return {
+                "message": self.raw.decode("utf-8", "replace"),
+                "forwarder_parse_error": "invalid_json",
+            }
         return value if isinstance(value, dict) else {"message": value}
 
     def replace_object(self, obj: dict[str, Any]) -> None:

@@ -71,14 +71,18 @@ class MemoryBuffer(Buffer):
             if not self._queue:
                 return None
         queue = self._queue
-        taken: list[Event] = []
-        nbytes = 0
-        while queue and len(taken) < max_events:
-            size = len(queue[0].raw)
-            if taken and nbytes + size > max_bytes:
-                break
-            taken.append(queue.popleft())
-            nbytes += size
+        popleft = queue.popleft
+        count = min(max_events, len(queue))
+        taken = [popleft() for _ in range(count)]
+        sizes = [len(e.raw) for e in taken]
+        nbytes = sum(sizes)
+        if nbytes > max_bytes and count > 1:
+            # Over the byte limit: give back the newest until it fits (at least one stays).
+            while count > 1 and nbytes > max_bytes:
+                count -= 1
+                nbytes -= sizes[count]
+            queue.extendleft(reversed(taken[count:]))
+            del taken[count:]
         self._queued_bytes -= nbytes
         batch = Batch(taken, nbytes, next(self._ids))
         self._inflight[batch.token] = batch  # type: ignore[index]

@@ -7,10 +7,11 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 import structlog
 
-from forwarder.events import Event, object_time
+from forwarder.events import Event, object_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder.config import SourceConfig
@@ -76,14 +77,71 @@ def reuse_port() -> bool:
     return bool(os.environ.get("FORWARDER_WORKER"))
 
 
+class _Head(msgspec.Struct):
+    """The only fields ingest needs from an event: its time and host."""
+
+    timestamp: Any = None
+    at_timestamp: Any = msgspec.field(default=None, name="@timestamp")
+    time: Any = None
+    host: Any = None
+
+
+# Validates the whole line as JSON but builds only these fields: several times cheaper than
+# parsing the object into a dict, which no one needs unless a policy reads it.
+_decode_head = msgspec.json.Decoder(_Head).decode
+
+
 def decode_lines(
     lines: list[bytes], source: str, *, keep_objects: bool, wrap_invalid: bool
 ) -> tuple[list[Event], int]:
     """Events from NDJSON lines, and how many lines were not JSON objects.
 
-    An invalid line is wrapped as ``{"message": <text>, "forwarder_parse_error": <why>}``
-    when ``wrap_invalid``, so nothing a client sent is lost; otherwise it is left out.
+    An invalid line (not JSON, not an object, not UTF-8) is wrapped as ``{"message": <text>,
+    "forwarder_parse_error": <why>}`` when ``wrap_invalid``, so nothing a client sent is lost;
+    otherwise it is left out. ``keep_objects`` (a policy will read them) parses into dicts.
     """
+    if keep_objects:
+        return _decode_objects(lines, source, wrap_invalid)
+    now = time.time()
+    decode = _decode_head
+    events: list[Event] = []
+    append = events.append
+    invalid = 0
+    for line in lines:
+        try:
+            head = decode(line)
+            # msgspec does not look inside strings it skips; UTF-8 is checked here, and
+            # ASCII (most audit events) needs no decode to know.
+            if not line.isascii():
+                line.decode()
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            # (ValidationError, a subclass, means valid JSON that is not an object.)
+            invalid += 1
+            if wrap_invalid:
+                why = (
+                    "not_an_object" if isinstance(exc, msgspec.ValidationError) else "invalid_json"
+                )
+                append(_wrap(line, why, source, now, False))
+            continue
+        when = None
+        for value in (head.timestamp, head.at_timestamp, head.time):
+            if value is None:
+                continue
+            if type(value) is float:
+                # Epoch seconds, or milliseconds past the year 33658 as seconds.
+                when = value / 1000.0 if value > 1e12 else value
+                break
+            when = parse_time(value)
+            if when is not None:
+                break
+        host = head.host
+        append(
+            Event(line, source, now, None, None, when, host if type(host) is str and host else None)
+        )
+    return events, invalid
+
+
+def _decode_objects(lines: list[bytes], source: str, wrap_invalid: bool) -> tuple[list[Event], int]:
     now = time.time()
     loads = orjson.loads
     events: list[Event] = []
@@ -97,7 +155,6 @@ def decode_lines(
         else:
             why = "not_an_object"
         if type(obj) is dict:
-            kept = obj if keep_objects else None
             host = obj.get("host")
             events.append(
                 Event(
@@ -105,7 +162,7 @@ def decode_lines(
                     source,
                     now,
                     None,
-                    kept,
+                    obj,
                     object_time(obj),
                     host if type(host) is str and host else None,
                 )
@@ -113,9 +170,10 @@ def decode_lines(
             continue
         invalid += 1
         if wrap_invalid:
-            text = line.decode("utf-8", "replace")
-            wrapped = {"message": text, "forwarder_parse_error": why}
-            events.append(
-                Event(orjson.dumps(wrapped), source, now, None, wrapped if keep_objects else None)
-            )
+            events.append(_wrap(line, why, source, now, True))
     return events, invalid
+
+
+def _wrap(line: bytes, why: str, source: str, now: float, keep_object: bool) -> Event:
+    wrapped = {"message": line.decode("utf-8", "replace"), "forwarder_parse_error": why}
+    return Event(orjson.dumps(wrapped), source, now, None, wrapped if keep_object else None)

@@ -56,7 +56,25 @@ class HecEncoder:
         self._local_host = orjson.dumps(self.local_host)
 
     def body(self, events: list[Event]) -> bytes:
-        return b"\n".join([self.envelope(e) for e in events])
+        if self.timestamp_field is not None or any(e.meta for e in events):
+            return b"\n".join([self.envelope(e) for e in events])
+        # The common case, inlined: one format per event, no method call.
+        static = self._static
+        fixed_host = self._config_host
+        local_host = self._local_host
+        dumps = orjson.dumps
+        return b"\n".join(
+            [
+                b'{"time":%.3f,"host":%s%s%s}'
+                % (
+                    e.received if e.time is None else e.time,
+                    fixed_host or (local_host if e.host is None else dumps(e.host)),
+                    static,
+                    e.raw,
+                )
+                for e in events
+            ]
+        )
 
     def envelope(self, event: Event) -> bytes:
         if event.meta:
