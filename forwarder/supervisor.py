@@ -25,7 +25,7 @@ import structlog
 from aiohttp import web
 
 from forwarder import __version__
-from forwarder.config import Config, ConfigError, load_file, parse_address
+from forwarder.config import Config, ConfigError, SinkConfig, load_file, parse_address
 from forwarder.daemon import banner
 from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
@@ -364,8 +364,13 @@ def follow_parent() -> None:
 
 
 def worker_overrides(config: Config) -> Config:
-    """A worker's config: the supervisor's resolved ports, a private admin port, one worker."""
+    """A worker's config: the supervisor's resolved ports, a private admin port, one worker,
+    and its share of every sink's buffer and dead-letter limits, so that the limits a user
+    writes bound the whole service (and its memory), not each process."""
     addresses: dict[str, str] = orjson.loads(os.environ.get(ADDRESSES_ENV, "{}"))
+    identity = worker_identity()
+    count = identity[1] if identity else 1
+    sinks = {name: _share(sink, count) for name, sink in config.sinks.items()}
     sources = {
         name: src.model_copy(update={"address": addresses.get(name, src.address)})
         for name, src in config.sources.items()
@@ -376,7 +381,22 @@ def worker_overrides(config: Config) -> Config:
             "workers": 1,
         }
     )
-    return Config(settings, sources, config.sinks, config.path)
+    return Config(settings, sources, sinks, config.path)
+
+
+def _share(sink: SinkConfig, count: int) -> SinkConfig:
+    if count <= 1:
+        return sink
+    buffer = sink.buffer.model_copy(
+        update={
+            "max_events": max(1, sink.buffer.max_events // count),
+            "max_bytes": max(1, sink.buffer.max_bytes // count),
+        }
+    )
+    dead_letter = sink.dead_letter.model_copy(
+        update={"max_bytes": max(1, sink.dead_letter.max_bytes // count)}
+    )
+    return sink.model_copy(update={"buffer": buffer, "dead_letter": dead_letter})
 
 
 def report_ready(admin: tuple[str, int] | None) -> None:
