@@ -44,6 +44,13 @@ class MemoryBuffer(Buffer):
         return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
 
     async def wait_for_room(self, events: int, nbytes: int) -> None:
+        if self.has_room(events, nbytes):
+            return
+        # Once full, wait for an eighth of the buffer to drain, not just for this chunk:
+        # a writer woken per delivered batch pauses and resumes its socket for every few
+        # hundred events, which costs more than the events themselves.
+        events += self.max_events // 8
+        nbytes += self.max_bytes // 8
         while not self.has_room(events, nbytes):
             self._room.clear()
             await self._room.wait()
