@@ -175,6 +175,16 @@ def _rfc3339(text: str) -> float | None:
     return moment.timestamp()
 
 
+def hec_seconds(value: Any) -> float | None:
+    """A HEC envelope's ``time``: epoch seconds as a number or numeric string, else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def decode_object(line: bytes) -> dict[str, Any] | None:
     """Parse one JSON object; None when the bytes are not a JSON object."""
     try:

@@ -267,3 +267,45 @@ async def run_cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, s
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+class SinkRig:
+    """A sink, its delivery and dead-letter store, wired as the topology wires them, with
+    fast retries so failure tests stay quick."""
+
+    def __init__(
+        self,
+        config_class: type[Any],
+        sink_class: type[Any],
+        name: str,
+        tmp_path: Path,
+        settings: dict[str, Any],
+    ) -> None:
+        from forwarder.deadletter import DeadLetterStore
+        from forwarder.sinks.delivery import Delivery
+        from forwarder.telemetry.metrics import Metrics
+
+        settings = {
+            "request": {
+                "timeout_secs": 5,
+                "retry_initial_backoff_secs": 0.01,
+                "retry_max_backoff_secs": 0.05,
+            },
+            **settings,
+        }
+        self.name = name
+        self.config = config_class.model_validate(settings)
+        self.metrics = Metrics()
+        self.sink = sink_class(name, self.config)
+        self.store = DeadLetterStore(
+            tmp_path / "dead_letter" / name, name, max_bytes=1 << 30, metrics=self.metrics
+        )
+        self.delivery = Delivery(self.sink, self.config.request, self.metrics, self.store)
+
+    def value(self, name: str, **labels: str) -> float:
+        return sample(self.metrics.registry, name, sink=self.name, **labels)
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        from forwarder.deadletter import read_records
+
+        return [r for path in self.store.files() for r in read_records(path)]

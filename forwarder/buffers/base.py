@@ -47,10 +47,20 @@ class Buffer(ABC):
     @abstractmethod
     async def stop(self) -> None: ...
 
-    @abstractmethod
     def has_room(self, events: int, nbytes: int) -> bool:
         """True when ``events``/``nbytes`` fit. An empty buffer takes any one chunk, so a
         chunk larger than the limits cannot wedge its writer."""
+        if not self.writable:
+            return False
+        held = self.depth_events
+        if held == 0:
+            return True
+        return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
+
+    @property
+    def writable(self) -> bool:
+        """False while the buffer cannot store anything (a disk buffer's disk error)."""
+        return True
 
     @abstractmethod
     async def wait_for_room(self, events: int, nbytes: int) -> None:

@@ -37,12 +37,6 @@ class MemoryBuffer(Buffer):
 
     # -- writer side ---------------------------------------------------------------------
 
-    def has_room(self, events: int, nbytes: int) -> bool:
-        held = self.depth_events
-        if held == 0:
-            return True
-        return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
-
     async def wait_for_room(self, events: int, nbytes: int) -> None:
         if self.has_room(events, nbytes):
             return

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from forwarder.events import Event, object_time
+from forwarder.events import Event, hec_seconds, object_time
 from forwarder.sources.acks import AckLedger
 from forwarder.sources.http import BodyError
 
@@ -145,7 +145,7 @@ class HecRoutes:
             return self._fail(5, "no_data")
         query = request.query
         meta: dict[str, Any] = {k: query[k] for k in _TEXT_META if query.get(k)}
-        stamp = _seconds(query.get("time"))
+        stamp = hec_seconds(query.get("time"))
         if stamp is not None:
             meta["time"] = stamp
         now = time.time()
@@ -286,7 +286,7 @@ def _token(header: str) -> str | None:
 
 def _when(meta: dict[str, Any] | None, payload: dict[str, Any]) -> float | None:
     if meta:
-        stamp = _seconds(meta.get("time"))
+        stamp = hec_seconds(meta.get("time"))
         if stamp is not None:
             return stamp
     return object_time(payload)
@@ -296,15 +296,6 @@ def _host(payload: dict[str, Any]) -> str | None:
     """The event's own top-level ``host``: a sink falls back on it when no envelope says."""
     host = payload.get("host")
     return host if type(host) is str and host else None
-
-
-def _seconds(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 def _dumps(value: Any) -> str:
@@ -395,7 +386,7 @@ def _envelope(
     fields = value.get("fields")
     if fields is not None and not _flat(fields):
         return 15
-    if value.get("time") is not None and _seconds(value["time"]) is None:
+    if value.get("time") is not None and hec_seconds(value["time"]) is None:
         return 6
     meta: dict[str, Any] = {}
     for key in ("time", *_TEXT_META, "fields"):

@@ -20,13 +20,10 @@ import pytest
 from forwarder.batching import Batcher
 from forwarder.buffers.memory import MemoryBuffer
 from forwarder.config import BatchConfig, ConfigError, build
-from forwarder.deadletter import DeadLetterStore, read_records
 from forwarder.events import Event, object_time
 from forwarder.sinks.datadog_logs import DatadogLogsConfig, DatadogLogsSink
-from forwarder.sinks.delivery import Delivery
-from forwarder.telemetry.metrics import Metrics
 from tests.fakes import FakeDatadog, Respond
-from tests.helpers import events, sample, wait_for
+from tests.helpers import SinkRig, events, wait_for
 
 KEY = "5f2d0c8e9b7a41f3a6e2d1c0b9a8f7e6"
 SINK = "datadog"
@@ -37,33 +34,16 @@ def poisoned(log: dict[str, Any]) -> bool:
     return bool(log.get("poison"))
 
 
-class Rig:
+class Rig(SinkRig):
     """A sink, its delivery and dead-letter store, wired as the topology wires them."""
 
     def __init__(self, fake: FakeDatadog, tmp_path: Path, **overrides: Any) -> None:
         settings: dict[str, Any] = {
             "endpoint": f"{fake.url}/api/v2/logs",
             "api_key": KEY,
-            "request": {
-                "timeout_secs": 5,
-                "retry_initial_backoff_secs": 0.01,
-                "retry_max_backoff_secs": 0.05,
-            },
         }
         settings.update(overrides)
-        self.config = DatadogLogsConfig.model_validate(settings)
-        self.metrics = Metrics()
-        self.sink = DatadogLogsSink(SINK, self.config)
-        self.store = DeadLetterStore(
-            tmp_path / "dead_letter" / SINK, SINK, max_bytes=1 << 30, metrics=self.metrics
-        )
-        self.delivery = Delivery(self.sink, self.config.request, self.metrics, self.store)
-
-    def value(self, name: str, **labels: str) -> float:
-        return sample(self.metrics.registry, name, sink=SINK, **labels)
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        return [r for path in self.store.files() for r in read_records(path)]
+        super().__init__(DatadogLogsConfig, DatadogLogsSink, SINK, tmp_path, settings)
 
 
 @pytest.fixture

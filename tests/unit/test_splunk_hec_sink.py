@@ -18,14 +18,11 @@ import orjson
 import pytest
 from aiohttp import web
 
-from forwarder.deadletter import DeadLetterStore, read_records
 from forwarder.events import Event
-from forwarder.sinks.delivery import Delivery
 from forwarder.sinks.splunk_hec import SplunkHecConfig, SplunkHecSink
-from forwarder.telemetry.metrics import Metrics
 from tests.fakes import FakeHec, Respond
 from tests.fakes.script import SeenRequest, json_response
-from tests.helpers import events, sample
+from tests.helpers import SinkRig, events
 
 TOKEN = "8c0f1ab0-5a39-4b5c-9a53-3f3f0d2f6c11"
 SINK = "splunk"
@@ -35,35 +32,18 @@ def poisoned(event: Any) -> bool:
     return isinstance(event, dict) and bool(event.get("poison"))
 
 
-class Rig:
+class Rig(SinkRig):
     """A sink, its delivery and dead-letter store, wired as the topology wires them."""
 
     def __init__(self, fake: FakeHec, tmp_path: Path, **overrides: Any) -> None:
         settings: dict[str, Any] = {
             "endpoint": fake.url,
             "token": TOKEN,
-            "request": {
-                "timeout_secs": 5,
-                "retry_initial_backoff_secs": 0.01,
-                "retry_max_backoff_secs": 0.05,
-            },
             "ack_query_interval_secs": 0.05,
         }
         settings.update(overrides)
+        super().__init__(SplunkHecConfig, SplunkHecSink, SINK, tmp_path, settings)
         self.fake = fake
-        self.config = SplunkHecConfig.model_validate(settings)
-        self.metrics = Metrics()
-        self.sink = SplunkHecSink(SINK, self.config)
-        self.store = DeadLetterStore(
-            tmp_path / "dead_letter" / SINK, SINK, max_bytes=1 << 30, metrics=self.metrics
-        )
-        self.delivery = Delivery(self.sink, self.config.request, self.metrics, self.store)
-
-    def value(self, name: str, **labels: str) -> float:
-        return sample(self.metrics.registry, name, sink=SINK, **labels)
-
-    def dead_letters(self) -> list[dict[str, Any]]:
-        return [r for path in self.store.files() for r in read_records(path)]
 
 
 @pytest.fixture

@@ -151,13 +151,9 @@ class DiskBuffer(Buffer):
 
     # -- writer side ---------------------------------------------------------------------
 
-    def has_room(self, events: int, nbytes: int) -> bool:
-        if self.disk_error is not None:
-            return False
-        held = self.depth_events
-        if held == 0:
-            return True
-        return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
+    @property
+    def writable(self) -> bool:
+        return self.disk_error is None
 
     async def wait_for_room(self, events: int, nbytes: int) -> None:
         while not self.has_room(events, nbytes):

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from forwarder.events import Event, object_time
+from forwarder.events import Event, hec_seconds, object_time
 
 _META_KEYS = ("host", "source", "sourcetype", "index")
 
@@ -110,17 +110,7 @@ class HecEncoder:
             fields.update(meta["fields"])
         if fields:
             head["fields"] = fields
-        t = _seconds(meta.get("time"))
+        t = hec_seconds(meta.get("time"))
         if t is None:
             t = self._time(event)
         return b'{"time":%.3f,%s,"event":%s}' % (t, orjson.dumps(head)[1:-1], event.raw)
-
-
-def _seconds(value: Any) -> float | None:
-    """A client's HEC ``time``: a number or numeric string of epoch seconds."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
