@@ -6,7 +6,7 @@ the admin port (metrics and status summed over the workers), systemd notificatio
 signals: SIGTERM/SIGINT and SIGHUP are passed on, and a worker that dies is started again.
 
 A worker's disk buffers and spill files live under its own name (``<sink>.w<i>``) so two
-processes never share a file; see :func:`forwarder.topology.instance_dirs`.
+processes never share a file; see :func:`forwarder.wiring.instance_dirs`.
 """
 
 from __future__ import annotations
