@@ -39,7 +39,7 @@ from bench.blackhole import BlackholeProcess
 from bench.events import EncodedLoad, hec_bodies, iter_events, ndjson_bodies, ndjson_parts
 from bench.loadgen import SendReport, send_http, send_http_paced, send_tcp, send_tcp_paced
 from bench.peers import Target
-from bench.peers.forwarder_daemon import ForwarderOptions, ForwarderTarget, bench_config
+from bench.peers.forwarder_daemon import ForwarderOptions, ForwarderTarget
 from bench.peers.process import ProcessTree, TargetError
 from bench.peers.syslog_ng import SyslogNgTarget
 
@@ -125,20 +125,12 @@ class PolicyForwarderTarget(ForwarderTarget):
         super().__init__(options)
         self.rules = rules
 
-    def _write_config(
-        self, workdir: Path, *, ingest_port: int, admin_port: int, sink_port: int
-    ) -> Path:
-        config = bench_config(
-            self.options,
-            ingest_port=ingest_port,
-            admin_port=admin_port,
-            sink_port=sink_port,
-            data_dir=workdir / "forwarder-data",
-        )
+    def _config(
+        self, workdir: Path, ingest_port: int, admin_port: int, sink_port: int
+    ) -> dict[str, Any]:
+        config = super()._config(workdir, ingest_port, admin_port, sink_port)
         config["policy"] = self.rules
-        path = workdir / "forwarder.yaml"
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return config
 
     def kept(self, events: list[bytes]) -> int:
         """How many of ``events`` the policy lets through to the sink."""

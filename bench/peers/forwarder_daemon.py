@@ -79,6 +79,18 @@ class ForwarderTarget:
         self.executable = executable or _default_executable()
         self._daemon: DaemonProcess | None = None
 
+    def _config(
+        self, workdir: Path, ingest_port: int, admin_port: int, sink_port: int
+    ) -> dict[str, Any]:
+        """The generated config; subclasses add to it."""
+        return bench_config(
+            self.options,
+            ingest_port=ingest_port,
+            admin_port=admin_port,
+            sink_port=sink_port,
+            data_dir=workdir / "forwarder-data",
+        )
+
     @property
     def pid(self) -> int:
         if self._daemon is None:
@@ -88,13 +100,7 @@ class ForwarderTarget:
     def _write_config(
         self, workdir: Path, *, ingest_port: int, admin_port: int, sink_port: int
     ) -> Path:
-        config = bench_config(
-            self.options,
-            ingest_port=ingest_port,
-            admin_port=admin_port,
-            sink_port=sink_port,
-            data_dir=workdir / "forwarder-data",
-        )
+        config = self._config(workdir, ingest_port, admin_port, sink_port)
         path = workdir / "forwarder.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path

@@ -256,15 +256,3 @@ async def test_request_waits_for_room_within_queue_wait(make: Any) -> None:
     status, _, _ = await asyncio.wait_for(posting, 5)
     assert status == 200
     assert ingest.held() == [{"late": 1}]
-
-
-async def test_stop_without_start_and_twice(metrics: Metrics) -> None:
-    """stop() is safe before start() and idempotent after it."""
-    cfg = HttpConfig.model_validate({"type": "http", "address": "127.0.0.1:0"})
-    source = HttpSource(cfg, SourceContext("src", Router(metrics), metrics))
-    await source.stop()
-    await source.start()
-    assert source.bound and source.bound[0][1] != 0
-    await source.stop()
-    await source.stop()
-    assert source.bound == []

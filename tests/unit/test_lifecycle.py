@@ -61,6 +61,7 @@ async def test_source_lifecycle(kind: str, extra: dict[str, Any], metrics: Metri
     assert bound and all(host == "127.0.0.1" and port > 0 for host, port in bound)
     await source.stop()
     await source.stop()
+    assert source.bound == []
 
 
 @pytest.mark.parametrize("kind", sorted(SINKS))

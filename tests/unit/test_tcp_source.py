@@ -255,15 +255,3 @@ async def test_full_block_buffer_blocks_the_sender_until_space_frees(
         sock.close()
     assert received == list(range(total))
     assert value(metrics, "forwarder_events_received_total", source="src") == total
-
-
-async def test_stop_without_start_and_twice(metrics: Metrics) -> None:
-    """stop() is safe before start() and idempotent after it."""
-    cfg = TcpConfig.model_validate({"type": "tcp", "address": "127.0.0.1:0"})
-    source = TcpSource(cfg, SourceContext("src", Router(metrics), metrics))
-    await source.stop()
-    await source.start()
-    assert source.bound and source.bound[0][1] != 0
-    await source.stop()
-    await source.stop()
-    assert source.bound == []
