@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 import structlog
 
-from forwarder.events import Event
+from forwarder.events import Event, encode
 from forwarder.telemetry.metrics import Metrics
 
 
@@ -119,7 +119,7 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
 
 def record_event(record: dict[str, Any]) -> Event:
     return Event(
-        orjson.dumps(record["event"]),
+        encode(record["event"]),
         str(record.get("source", "")),
         float(record.get("received", 0.0)),
         record.get("meta"),

@@ -11,7 +11,7 @@ import msgspec
 import orjson
 import structlog
 
-from forwarder.events import Event, object_time, parse_time
+from forwarder.events import Event, encode, object_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder.config import SourceConfig
@@ -176,4 +176,4 @@ def _decode_objects(lines: list[bytes], source: str, wrap_invalid: bool) -> tupl
 
 def _wrap(line: bytes, why: str, source: str, now: float, keep_object: bool) -> Event:
     wrapped = {"message": line.decode("utf-8", "replace"), "forwarder_parse_error": why}
-    return Event(orjson.dumps(wrapped), source, now, None, wrapped if keep_object else None)
+    return Event(encode(wrapped), source, now, None, wrapped if keep_object else None)

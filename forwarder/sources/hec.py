@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from forwarder.events import Event, hec_seconds, object_time
+from forwarder.events import Event, encode, hec_seconds, object_time
 from forwarder.sources.acks import AckLedger
 from forwarder.sources.http import BodyError
 
@@ -346,7 +346,7 @@ def raw_lines(body: bytes, max_event_bytes: int) -> tuple[list[tuple[bytes, dict
                 out.append((line, value))
                 continue
         payload = {"message": line.decode("utf-8", "replace")}
-        out.append((orjson.dumps(payload), payload))
+        out.append((encode(payload), payload))
     return out, too_large
 
 
@@ -397,7 +397,7 @@ def _envelope(
             return 6
         meta[key] = item
     payload = event if type(event) is dict else {"message": event}
-    raw = orjson.dumps(payload)
+    raw = encode(payload)
     if len(raw) > max_event_bytes:
         return 6
     return raw, payload, meta or None

@@ -19,7 +19,7 @@ from aiohttp import web
 from pydantic import Field, SecretStr
 
 from forwarder.config import SourceConfig, TlsServerConfig, parse_address
-from forwarder.events import Event, object_time
+from forwarder.events import Event, encode, object_time
 from forwarder.sources.base import Source, SourceContext, reuse_port
 from forwarder.sources.tls import reload_context, server_context
 
@@ -256,7 +256,7 @@ def _parse_json(
     for i, item in enumerate(values):
         if isinstance(item, dict):
             # Re-encoded here because a body array gives no per-object bytes to keep.
-            items.append((i, orjson.dumps(item), item))
+            items.append((i, encode(item), item))
         else:
             errors.append({"index": i, "error": f"not a JSON object ({type(item).__name__})"})
     return items, errors

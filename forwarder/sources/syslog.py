@@ -14,11 +14,10 @@ import asyncio
 import time
 from typing import Any, Literal
 
-import orjson
 from pydantic import model_validator
 
 from forwarder.config import parse_address
-from forwarder.events import Event, object_time
+from forwarder.events import Event, encode, object_time
 from forwarder.sources.base import SourceContext, reuse_port
 from forwarder.sources.framing import SyslogFramer
 from forwarder.sources.syslog_parse import parse_syslog
@@ -95,7 +94,6 @@ class SyslogSource(TcpSource):
         name = self.ctx.name
         keep = self.ctx.router.needs_objects
         wrap = self.config.on_invalid == "wrap"
-        dumps = orjson.dumps
         events: list[Event] = []
         invalid = 0
         for line in lines:
@@ -107,7 +105,7 @@ class SyslogSource(TcpSource):
             kept = obj if keep else None
             # The sender's HOSTNAME is the event's host (a HEC sink's envelope uses it).
             host = obj.get("hostname")
-            events.append(Event(dumps(obj), name, now, None, kept, object_time(obj), host))
+            events.append(Event(encode(obj), name, now, None, kept, object_time(obj), host))
         if invalid:
             self.ctx.ingest_error("invalid_syslog", invalid)
             if not wrap:
