@@ -7,12 +7,11 @@ import asyncio
 import os
 import sys
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from forwarder import __version__
-from forwarder.config import ENV_VAR, Config, ConfigError, load_file, load_text
+from forwarder.config import ENV_VAR, Config, ConfigError, load_default, load_file
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -60,8 +59,7 @@ def load_config(path: str | None) -> Config:
     path = path or os.environ.get(ENV_VAR) or None
     if path:
         return load_file(path)
-    text = resources.files("forwarder").joinpath("default.yaml").read_text()
-    return load_text(text, path=None)
+    return load_default()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,11 +73,9 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
-class Address(Model):
-    @staticmethod
-    def check(value: str) -> str:
-        parse_address(value)
-        return value
+def _check_address(value: str) -> str:
+    parse_address(value)
+    return value
 
 
 class TlsServerConfig(Model):
@@ -103,7 +101,7 @@ class SourceConfig(Model):
     type: str
     address: str
 
-    _check_address = field_validator("address")(Address.check)
+    _address = field_validator("address")(_check_address)
 
 
 class BatchConfig(Model):
@@ -155,7 +153,7 @@ class LogConfig(Model):
 class AdminConfig(Model):
     address: str = "127.0.0.1:9108"
 
-    _check_address = field_validator("address")(Address.check)
+    _address = field_validator("address")(_check_address)
 
 
 class Settings(Model):
@@ -210,6 +208,13 @@ def load_file(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
     return load_text(text, path=path)
+
+
+def load_default() -> Config:
+    """The embedded default config (forwarder/default.yaml)."""
+    from importlib import resources
+
+    return load_text(resources.files("forwarder").joinpath("default.yaml").read_text())
 
 
 def load_text(text: str, *, path: Path | None = None) -> Config:

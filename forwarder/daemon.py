@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from forwarder import __version__
-from forwarder.config import Config, ConfigError, load_file, load_text
+from forwarder.config import Config, ConfigError, load_default, load_file
 from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
 from forwarder.telemetry.metrics import Metrics
@@ -139,12 +139,7 @@ class Daemon:
             return self.last_reload
 
     def _read_config(self) -> Config:
-        if self.config.path is not None:
-            config = load_file(self.config.path)
-        else:
-            from importlib import resources
-
-            config = load_text(resources.files("forwarder").joinpath("default.yaml").read_text())
+        config = load_file(self.config.path) if self.config.path else load_default()
         if self.instance is not None:
             from forwarder.supervisor import worker_overrides
 

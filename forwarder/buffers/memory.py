@@ -19,7 +19,7 @@ class MemoryBuffer(Buffer):
         self.max_bytes = max_bytes
         self._queue: deque[Event] = deque()
         self._queued_bytes = 0
-        self._inflight: dict[int, Batch] = {}
+        self._inflight: dict[object, Batch] = {}
         self._inflight_events = 0
         self._inflight_bytes = 0
         self._ids = count()
@@ -86,13 +86,13 @@ class MemoryBuffer(Buffer):
             del taken[count:]
         self._queued_bytes -= nbytes
         batch = Batch(taken, nbytes, next(self._ids))
-        self._inflight[batch.token] = batch  # type: ignore[index]
+        self._inflight[batch.token] = batch
         self._inflight_events += len(taken)
         self._inflight_bytes += nbytes
         return batch
 
     def ack(self, batch: Batch) -> None:
-        if self._inflight.pop(batch.token, None) is None:  # type: ignore[call-overload]
+        if self._inflight.pop(batch.token, None) is None:
             return
         self._inflight_events -= len(batch.events)
         self._inflight_bytes -= batch.nbytes
@@ -100,8 +100,9 @@ class MemoryBuffer(Buffer):
 
     def unacked(self) -> list[Event]:
         held: list[Event] = []
-        for token in sorted(self._inflight):
-            held.extend(self._inflight[token].events)
+        # Batches were issued in order and a dict keeps insertion order: oldest first.
+        for batch in self._inflight.values():
+            held.extend(batch.events)
         held.extend(self._queue)
         return held
 
