@@ -72,11 +72,14 @@ class Event:
             }
         return value if isinstance(value, dict) else {"message": value}
 
-    def replace_object(self, obj: dict[str, Any]) -> None:
+    def replace_object(self, obj: dict[str, Any], *, envelope: bool = True) -> None:
         """Swap in a changed object; the stored bytes, time and host follow it (a policy
-        that redacts ``host`` must not see it sent in an envelope)."""
+        that redacts ``host`` must not see it sent in an envelope). ``envelope=False``: the
+        change left :data:`ENVELOPE_FIELDS` alone, so time and host stand."""
         self.obj = obj
         self.raw = encode(obj)
+        if not envelope:
+            return
         if not (self.meta and self.meta.get("time") is not None):
             self.time = object_time(obj)
         host = obj.get("host")
@@ -114,6 +117,8 @@ class Event:
 
 
 TIME_FIELDS = ("timestamp", "@timestamp", "time")
+# The top-level fields an event's envelope (its time and host) is read from.
+ENVELOPE_FIELDS = frozenset((*TIME_FIELDS, "host"))
 _MISSING = object()
 
 

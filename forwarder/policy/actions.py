@@ -62,6 +62,11 @@ class Rename:
     def apply(self, edits: Edits, selected: list[int]) -> None:
         objs = edits.objs
         for get, src, dst in self._moves:
+            if edits.in_place and src[:-1] == dst[:-1]:
+                # Within one dict and on the batch's own objects: a key rename, one
+                # comprehension for the batch.
+                edits.move_many(selected, src, dst[-1])
+                continue
             # Moving under the source itself ("a" -> "a.b") always works once it is gone.
             under_src = dst[: len(src)] == src
             for i in selected:
@@ -91,28 +96,35 @@ class Redact:
     """
 
     def __init__(self, config: RedactConfig, hash_key: bytes | None) -> None:
-        self._hash = hasher(hash_key) if config.with_ == "hash" else None
-        self._replace: Callable[[str], str] = self._hash or (lambda _text: MASK)
+        digest = hasher(hash_key) if config.with_ == "hash" else None
+        self._whole = _mask if digest is None else _whole_hasher(digest)
         self._fields = [_split(path) for path in config.fields]
         self._patterns = (
-            PatternRedactor(config.patterns, config.regex, self._replace)
+            PatternRedactor(config.patterns, config.regex, digest or _mask)
             if config.patterns or config.regex
             else None
         )
 
-    def _whole(self, value: Any) -> str:
-        if self._hash is None:
-            return MASK
-        return self._hash(value if type(value) is str else orjson.dumps(value).decode())
-
     def apply(self, edits: Edits, selected: list[int]) -> None:
         # Masks and hashes are not secrets: the bytes still vouch for what they hold (a mask
         # that matched a pattern by chance would be harmless to leave unscanned).
-        whole = self._whole
         for parts in self._fields:
-            edits.update_many(selected, parts, whole)
+            edits.update_many(selected, parts, self._whole)
         if self._patterns is not None:
             self._patterns.redact(edits, selected)
+
+
+def _mask(_value: Any) -> str:
+    return MASK
+
+
+def _whole_hasher(digest: Callable[[str], str]) -> Callable[[Any], str]:
+    """A whole field's hash: of its text, or of the JSON of any other value."""
+
+    def whole(value: Any) -> str:
+        return digest(value if type(value) is str else orjson.dumps(value).decode())
+
+    return whole
 
 
 class Sampler:

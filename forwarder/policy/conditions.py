@@ -93,11 +93,16 @@ def compile_condition(cond: ConditionConfig) -> Predicate:
         key, expected = cond.field, cond.equals
         return lambda obj: obj.get(key) == expected
     get = getter(cond.field)
-    tests = [_test(cond, op) for op in operators]
+    test = _field_test(cond)
+    return lambda obj: test(get(obj))
+
+
+def _field_test(cond: ConditionConfig) -> _Test:
+    """The operators of a field condition as one test of the field's value."""
+    tests = [_test(cond, op) for op in cond.operators]
     if len(tests) == 1:
-        test = tests[0]
-        return lambda obj: test(get(obj))
-    return lambda obj: _every(tests, get(obj))
+        return tests[0]
+    return lambda value: _every(tests, value)
 
 
 def _test(cond: ConditionConfig, operator: str) -> _Test:
@@ -173,6 +178,8 @@ def compile_selector(cond: ConditionConfig) -> Selector:
     strings = _string_choices(cond)
     if strings is not None and cond.field is not None:
         return _strings_selector(cond.field.split("."), strings)
+    if cond.field is not None:
+        return _value_selector(cond.field.split("."), _field_test(cond))
     pred = compile_condition(cond)
     return lambda objs, idx: [i for i in idx if pred(objs[i])]
 
@@ -212,3 +219,27 @@ def _strings_selector(parts: list[str], choices: frozenset[str]) -> Selector:
         return two
     get = getter(".".join(parts))
     return lambda objs, idx: [i for i in idx if type(v := get(objs[i])) is str and v in choices]
+
+
+def _value_selector(parts: list[str], test: _Test) -> Selector:
+    # The value is read inside the comprehension: one Python call per event, the test's.
+    if len(parts) == 1:
+        key = parts[0]
+
+        def one(objs: list[dict[str, Any]], idx: list[int]) -> list[int]:
+            return [i for i in idx if test(objs[i].get(key, MISSING))]
+
+        return one
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def two(objs: list[dict[str, Any]], idx: list[int]) -> list[int]:
+            return [
+                i
+                for i in idx
+                if test(d.get(inner, MISSING) if type(d := objs[i].get(outer)) is dict else MISSING)
+            ]
+
+        return two
+    get = getter(".".join(parts))
+    return lambda objs, idx: [i for i in idx if test(get(objs[i]))]

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from forwarder.events import ENVELOPE_FIELDS
 from forwarder.policy.conditions import MISSING, json_equal
+
+if TYPE_CHECKING:
+    from forwarder.policy.redact import RawScan
 
 __all__ = ["Edits", "Obj"]
 
@@ -28,17 +32,28 @@ class Edits:
         raws: per event, JSON bytes holding every string its object holds, or None once a
             change may have added text the bytes lack (pattern redaction then scans it).
         in_place: the objects belong to this batch alone and may be changed directly.
+
+    ``scan`` is the search of the batch's bytes that pattern redaction makes once, on its
+    first use, and every later redact rule of the batch reuses. ``envelope`` holds the events
+    whose top-level time or host fields an edit may have changed: only theirs are read again.
     """
 
-    __slots__ = ("_owned", "changed", "objs", "raws")
+    __slots__ = ("_owned", "changed", "envelope", "objs", "raws", "scan")
 
     def __init__(self, objs: list[Obj], raws: list[bytes | None], *, in_place: bool) -> None:
         self.objs = objs
         self.raws = raws
         self.changed: set[int] = set()
+        self.envelope: set[int] = set()
+        self.scan: RawScan | None = None
         # Event index -> {id: container} of the copies made for it; keeping the containers
         # referenced keeps their ids from being reused while the batch runs.
         self._owned: dict[int, dict[int, Any]] | None = None if in_place else {}
+
+    @property
+    def in_place(self) -> bool:
+        """Whether edits change the objects directly (they belong to this batch alone)."""
+        return self._owned is None
 
     def writable(self, i: int, d: Obj) -> Obj:
         """``d`` (a dict inside event ``i``) or a copy of it that edits may change."""
@@ -63,6 +78,8 @@ class Edits:
     def _parent(self, i: int, parts: tuple[str, ...]) -> Obj:
         """The writable dict holding ``parts[-1]``, every dict on the way made writable;
         the path up to it must exist and hold dicts."""
+        if parts[0] in ENVELOPE_FIELDS:
+            self.envelope.add(i)
         if self._owned is None:
             node = self.objs[i]
             for part in parts[:-1]:
@@ -129,6 +146,8 @@ class Edits:
         returns the events written."""
         written: list[int] = []
         key = parts[-1]
+        if parts[0] in ENVELOPE_FIELDS:
+            self.envelope.update(selected)
         for i, holder in self._holders(selected, parts):
             if holder is not None:
                 current = holder.get(key, MISSING)
@@ -144,6 +163,8 @@ class Edits:
     def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
         """:meth:`pop` on each selected event."""
         key = parts[-1]
+        if parts[0] in ENVELOPE_FIELDS:
+            self.envelope.update(selected)
         for i, holder in self._holders(selected, parts):
             if holder is None:
                 self.pop(i, parts)
@@ -156,6 +177,8 @@ class Edits:
     ) -> None:
         """:meth:`update` on each selected event."""
         key = parts[-1]
+        if parts[0] in ENVELOPE_FIELDS:
+            self.envelope.update(selected)
         for i, holder in self._holders(selected, parts):
             if holder is None:
                 self.update(i, parts, change)
@@ -183,10 +206,24 @@ class Edits:
             ]
         return [(i, _holder(objs[i], parts)) for i in selected]
 
+    def move_many(self, selected: list[int], parts: tuple[str, ...], new: str) -> None:
+        """In place only: rename key ``parts[-1]`` to ``new`` in the dict holding it, on each
+        selected event that has it; a value ``new`` held is replaced, in its position."""
+        assert self._owned is None
+        old = parts[-1]
+        if parts[0] in ENVELOPE_FIELDS or (len(parts) == 1 and new in ENVELOPE_FIELDS):
+            self.envelope.update(selected)
+        changed = self.changed
+        for i, holder in self._holders(selected, parts):
+            if holder is not None and old in holder:
+                holder[new] = holder.pop(old)
+                changed.add(i)
+
     def replace(self, i: int, obj: Obj) -> None:
         """Event ``i`` is now ``obj`` (built from fresh containers where it differs)."""
         self.objs[i] = obj
         self.changed.add(i)
+        self.envelope.add(i)
 
 
 def settable(obj: Obj, parts: tuple[str, ...]) -> bool:

@@ -119,8 +119,10 @@ class Policy:
             event = events[i]
             if i in edits.changed:
                 if copy:
-                    event = Event(b"", event.source, event.received, event.meta)
-                event.replace_object(objs[i])
+                    event = Event(
+                        b"", event.source, event.received, event.meta, None, event.time, event.host
+                    )
+                event.replace_object(objs[i], envelope=i in edits.envelope)
             kept.append(event)
         return PolicyOutcome(kept, [routes.get(i) for i in live], dropped)
 

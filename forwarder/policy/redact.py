@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 from collections.abc import Callable, Sequence
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +21,7 @@ __all__ = [
     "MASK",
     "PATTERNS",
     "PatternRedactor",
+    "RawScan",
     "combined_pattern",
     "hasher",
     "luhn_valid",
@@ -79,33 +79,81 @@ class _Hint:
                     return True
         return self._cards and _CARD_DIGITS in data.translate(_AS_ZERO, b" -")
 
-    def many(self, texts: list[bytes]) -> set[int]:
-        """Positions in ``texts`` where the hint holds, or a backslash (escapes) is found.
-
-        The texts are joined and each test runs once over the whole; only a test that holds
-        somewhere is then run per text. A NUL byte cannot occur in JSON text, so it
-        separates the texts without creating or hiding a match.
-        """
-        blob = b"\x00".join(texts)
-        if blob.count(b"\x00") != len(texts) - 1:
-            return {k for k, text in enumerate(texts) if b"\\" in text or self(text)}
-        hits: set[int] = set()
-        for literal in (b"\\", *self._literals):
-            if literal in blob:
-                hits.update(k for k, text in enumerate(texts) if literal in text)
-        if self._folded:
-            folded = blob.lower()
-            parts: list[bytes] | None = None
-            for literal in self._folded:
-                if literal in folded:
-                    parts = parts or folded.split(b"\x00")
-                    hits.update(k for k, part in enumerate(parts) if literal in part)
+    def hits(self, scan: RawScan) -> set[int]:
+        """Events of the batch whose bytes this hint holds for, or that hold a backslash
+        (escapes, whose decoded text may hold what the bytes do not show)."""
+        found = set(scan.holding(b"\\", _PLAIN))
+        for literal in self._literals:
+            found |= scan.holding(literal, _PLAIN)
+        for literal in self._folded:
+            found |= scan.holding(literal, _LOWER)
         if self._cards:
-            digits = blob.translate(_AS_ZERO, b" -")
-            if _CARD_DIGITS in digits:
-                parts = digits.split(b"\x00")
-                hits.update(k for k, part in enumerate(parts) if _CARD_DIGITS in part)
-        return hits
+            found |= scan.holding(_CARD_DIGITS, _DIGITS)
+        return found
+
+
+# How RawScan looks at the bytes: as they are, lower-cased, or with digits read as 0 and
+# spaces and dashes deleted (the credit-card test).
+_PLAIN, _LOWER, _DIGITS = 0, 1, 2
+
+
+class RawScan:
+    """One batch's event bytes, searched once for every hint of every redact rule.
+
+    The texts are joined and each search runs once over the whole; only a search that finds
+    its literal somewhere is then repeated per text to tell which events hold it. A NUL byte
+    cannot occur in JSON text, so it separates the texts without creating or hiding a match.
+    Results are kept per (literal, view), so a second redact rule looking for the same
+    thing costs a dict lookup.
+
+    Arguments:
+        raws: per event, its JSON bytes, or None for an event the scan need not vouch for.
+    """
+
+    __slots__ = ("_found", "_parts", "_texts", "_views", "_whole")
+
+    def __init__(self, raws: list[bytes | None]) -> None:
+        self._texts = [raw or b"" for raw in raws]
+        blob = b"\x00".join(self._texts)
+        # Bytes that are not JSON (cannot happen for parsed events) fall back to per-text.
+        self._whole = blob.count(b"\x00") == len(self._texts) - 1
+        self._views: dict[int, bytes] = {_PLAIN: blob}
+        self._parts: dict[int, list[bytes]] = {_PLAIN: self._texts}
+        self._found: dict[tuple[bytes, int], set[int]] = {}
+
+    def holding(self, literal: bytes, view: int) -> set[int]:
+        """Indexes of the events whose bytes, seen through ``view``, contain ``literal``."""
+        key = (literal, view)
+        found = self._found.get(key)
+        if found is None:
+            if self._whole and literal not in self._view(view):
+                found = set()
+            else:
+                found = {k for k, part in enumerate(self._split(view)) if literal in part}
+            self._found[key] = found
+        return found
+
+    def _view(self, view: int) -> bytes:
+        data = self._views.get(view)
+        if data is None:
+            data = self._views[view] = _transform(self._views[_PLAIN], view)
+        return data
+
+    def _split(self, view: int) -> list[bytes]:
+        parts = self._parts.get(view)
+        if parts is None:
+            if self._whole:
+                parts = self._view(view).split(b"\x00")
+            else:
+                parts = [_transform(text, view) for text in self._texts]
+            self._parts[view] = parts
+        return parts
+
+
+def _transform(data: bytes, view: int) -> bytes:
+    if view == _LOWER:
+        return data.lower()
+    return data.translate(_AS_ZERO, b" -")
 
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:
@@ -123,6 +171,7 @@ def luhn_valid(digits: str) -> bool:
 
 
 _PROCESS_KEY = os.urandom(32)
+_HASH_CACHE = 16384
 
 
 def hasher(key: bytes | None) -> Callable[[str], str]:
@@ -137,14 +186,24 @@ def hasher(key: bytes | None) -> Callable[[str], str]:
     inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded)).copy
     outer = hashlib.sha256(bytes(b ^ 0x5C for b in padded)).copy
 
-    @lru_cache(maxsize=16384)
+    # Values repeat (addresses, user names): a hit costs a dict lookup. Most misses are
+    # values never seen again, so the cache is emptied when full rather than kept in LRU
+    # order, whose bookkeeping costs a third of a digest on every miss.
+    cache: dict[str, str] = {}
+
     def digest(value: str) -> str:
+        cached = cache.get(value)
+        if cached is not None:
+            return cached
         state = inner()
         state.update(value.encode("utf-8", "surrogatepass"))
         mac = outer()
         mac.update(state.digest())
+        if len(cache) >= _HASH_CACHE:
+            cache.clear()
         # The hex of 8 bytes is the 16 hex shown.
-        return "sha256:" + mac.digest()[:8].hex()
+        hashed = cache[value] = "sha256:" + mac.digest()[:8].hex()
+        return hashed
 
     return digest
 
@@ -179,10 +238,10 @@ class PatternRedactor:
         if hint is None:
             suspects = selected
         else:
-            vouched = [i for i in selected if raws[i] is not None]
-            hits = hint.many([raws[i] or b"" for i in vouched])
-            suspects = [i for i in selected if raws[i] is None]
-            suspects += [vouched[k] for k in sorted(hits)]
+            if edits.scan is None:
+                edits.scan = RawScan(raws)
+            hits = hint.hits(edits.scan)
+            suspects = [i for i in selected if i in hits or raws[i] is None]
         for i in suspects:
             obj = objs[i]
             new = self._walk(obj)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from forwarder.policy.conditions import Predicate, compile_condition
+from forwarder.policy.conditions import Predicate, compile_condition, compile_selector
 from forwarder.policy.config import ConditionConfig
 
 EVENT: dict[str, Any] = {
@@ -115,3 +117,54 @@ def test_path_through_non_dict_is_missing() -> None:
     assert _pred({"field": "tags.0", "exists": False})(EVENT)
     assert _pred({"field": "action.x.y", "exists": False})(EVENT)
     assert not _pred({"field": "action.x", "equals": "l"})(EVENT)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-3, 3),
+    st.sampled_from(["a", "b", "ab", ""]),
+    st.lists(st.sampled_from(["a", "b"]), max_size=2),
+)
+_OBJECTS = st.recursive(
+    _VALUES, lambda inner: st.dictionaries(st.sampled_from("xyz"), inner, max_size=3), max_leaves=8
+).filter(lambda v: isinstance(v, dict))
+_FIELDS = st.lists(st.sampled_from("xyz"), min_size=1, max_size=3).map(".".join)
+_LEAVES = st.one_of(
+    st.builds(lambda f, v: {"field": f, "equals": v}, _FIELDS, _VALUES),
+    st.builds(
+        lambda f, v: {"field": f, "in": v}, _FIELDS, st.lists(_VALUES, min_size=1, max_size=3)
+    ),
+    st.builds(lambda f: {"field": f, "regex": "^a"}, _FIELDS),
+    st.builds(lambda f, b: {"field": f, "exists": b}, _FIELDS, st.booleans()),
+    st.builds(
+        lambda f, op, n: {"field": f, op: n},
+        _FIELDS,
+        st.sampled_from(["gt", "gte", "lt", "lte"]),
+        st.integers(-2, 2),
+    ),
+    st.builds(lambda f: {"field": f, "gte": 0, "lt": 2}, _FIELDS),
+)
+_CONDITIONS = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.builds(lambda cs: {"all": cs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda cs: {"any": cs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda c: {"not": c}, inner),
+    ),
+    max_leaves=4,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=_CONDITIONS, objs=st.lists(_OBJECTS, max_size=5))
+def test_batch_selector_agrees_with_predicate(
+    spec: dict[str, Any], objs: list[dict[str, Any]]
+) -> None:
+    """The batch selectors, with their inlined fast paths, pick exactly the events the plain
+    per-event predicate holds for."""
+    cond = ConditionConfig.model_validate(spec)
+    pred = compile_condition(cond)
+    every = list(range(len(objs)))
+    assert compile_selector(cond)(objs, every) == [i for i in every if pred(objs[i])]

@@ -10,8 +10,10 @@ from typing import Any
 
 import orjson
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from forwarder.events import Event
+from forwarder.events import Event, object_time
 from forwarder.policy import Policy, PolicyRuleConfig, parse_rules
 from forwarder.policy.cli import run_policy_test
 
@@ -33,9 +35,9 @@ class _CountingEvent(Event):
         super().__init__(orjson.dumps(obj), "app", 0.0, obj=obj)
         self.encodes = 0
 
-    def replace_object(self, obj: dict[str, Any]) -> None:
+    def replace_object(self, obj: dict[str, Any], *, envelope: bool = True) -> None:
         self.encodes += 1
-        super().replace_object(obj)
+        super().replace_object(obj, envelope=envelope)
 
 
 ROUTES = """
@@ -217,3 +219,66 @@ def test_sink_copy_and_global_in_place_agree() -> None:
     assert result["actor"] == {"user": "a", "zone": "z"}
     assert result["labels"] == {"team": "sec"}
     assert result["client"]["ip"].startswith("sha256:")
+
+
+_KEYS = ("time", "host", "a", "b")
+_PATHS = st.lists(st.sampled_from(_KEYS), min_size=1, max_size=3).map(".".join)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.sampled_from(["2024-05-01T10:00:00Z", "1717236000", "h1", "x@y.io", ""]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3),
+    max_leaves=6,
+)
+_OBJECTS = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4)
+_RULES = st.lists(
+    st.one_of(
+        st.builds(lambda p, v: {"then": {"set": {p: v}}}, _PATHS, _SCALARS),
+        st.builds(lambda a, b: {"then": {"rename": {a: b}}}, _PATHS, _PATHS),
+        st.builds(
+            lambda a, b: {"then": {"rename": {f"{a}.{b}": f"{a}.{b[::-1]}x"}}},
+            st.sampled_from(_KEYS),
+            st.sampled_from(_KEYS),
+        ),
+        st.builds(lambda p: {"then": {"remove": [p]}}, _PATHS),
+        st.builds(lambda p: {"then": {"redact": {"fields": [p], "with": "hash"}}}, _PATHS),
+        st.just({"then": {"redact": {"patterns": ["email", "credit_card"]}}}),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rules=_RULES, objs=st.lists(_OBJECTS, min_size=1, max_size=4))
+def test_in_place_and_copy_agree_and_envelope_follows(
+    rules: list[dict[str, Any]], objs: list[dict[str, Any]]
+) -> None:
+    """Whatever the rules: the global policy (in place, with its short cuts) and a sink's
+    (copy on write) produce the same events, and every event's time and host are what its
+    final object says, although only events whose envelope fields changed are read again."""
+    policy = Policy.compile(parse_rules(rules), hash_key=b"k")
+    shared = [Event(orjson.dumps(o), "app", 1.0, obj=o) for o in objs]
+    for event in shared:
+        event.time, event.host = object_time(event.obj or {}), _host(event.obj or {})
+    snapshot = copy.deepcopy(objs)
+    copied = policy.apply_copy(shared).kept
+    assert [e.obj for e in shared] == snapshot
+    owned = [Event(orjson.dumps(o), "app", 1.0, obj=o) for o in copy.deepcopy(objs)]
+    for event in owned:
+        event.time, event.host = object_time(event.obj or {}), _host(event.obj or {})
+    in_place = policy.apply(owned).kept
+    assert [orjson.loads(e.raw) for e in in_place] == [orjson.loads(e.raw) for e in copied]
+    for event in [*in_place, *copied]:
+        obj = orjson.loads(event.raw)
+        assert event.obj == obj
+        assert (event.time, event.host) == (object_time(obj), _host(obj))
+
+
+def _host(obj: dict[str, Any]) -> str | None:
+    host = obj.get("host")
+    return host if type(host) is str and host else None
