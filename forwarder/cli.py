@@ -178,7 +178,7 @@ def run(path: str | None) -> int:
             return await Supervisor(config, count).run()
         return await Daemon(config, instance=identity).run()
 
-    _tune_gc()
+    tune_gc()
     try:
         return _run_loop(main_async())
     except OSError as exc:
@@ -187,7 +187,7 @@ def run(path: str | None) -> int:
         return EXIT_FAILURE
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Events are many, small and mostly freed by reference counting; with the default
     thresholds the cyclic collector runs every few hundred allocations and its full passes
     walk every buffered event. Move what start-up built out of its sight and run it less."""

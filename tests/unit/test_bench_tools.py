@@ -288,3 +288,30 @@ async def test_syslog_ng_peer_run_loses_nothing(tmp_path: Path) -> None:
     assert (result.received, result.lost, result.duplicates) == (5000, 0, 0)
     assert result.exit_code == 0
     assert result.cpu_s > 0 and result.peak_rss_mib > 1
+
+
+def test_policy_bench_reports_stage_floor_and_each_rule() -> None:
+    """The policy micro-benchmark runs the bench policy over its lines, keeps what the policy
+    keeps, and names every rule in the per-rule timing."""
+    from bench import policy_bench
+    from forwarder.events import Event
+    from forwarder.policy import Policy, parse_rules
+
+    rules = parse_rules(policy_bench._rules(policy_bench.RULES))
+    lines = policy_bench._lines(2000)
+    events = [Event(line, "bench", 0.0) for line in lines]
+    kept = len(Policy.compile(rules).apply(events).kept)
+    assert 0 < kept < len(lines)
+    command = [sys.executable, "-m", "bench.policy_bench", "--events", "2000", "--runs", "1"]
+    out = subprocess.run(
+        [*command, "--per-rule"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert f"({len(rules)} rules, {kept} kept)" in out
+    for label in ("policy cost:", "parse into a dict:", "re-encode:", "keyed hash:"):
+        assert label in out
+    timed = out.split("each rule alone", 1)[1]
+    assert [rule.name for rule in rules] == [line.split()[0] for line in timed.splitlines()[1:]]
