@@ -29,6 +29,9 @@ class Verdict(Enum):
     SPLIT = "split"  # too large: halve and resend; a single event is dead-lettered
     BISECT = "bisect"  # some event is bad, unknown which: halve; a single event is dead-lettered
     PARTIAL = "partial"  # events before ``index`` delivered, ``index`` bad, the rest resent
+    # Events before ``index`` delivered; the rest resent as they are, their own answer deciding
+    # (HEC indexes the objects before the first it refuses for a configuration error).
+    PREFIX = "prefix"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,8 @@ class Answer:
         status: HTTP status, None when no answer arrived.
         body: the destination's answer text (truncated), kept with dead letters.
         retry_after: seconds the destination asked us to wait, if it said.
-        index: for PARTIAL, the 0-based index of the rejected event.
+        index: for PARTIAL, the 0-based index of the rejected event; for PREFIX, how many
+            events at the start were delivered.
         ack_id: for OK from a destination with delivery acknowledgements, the id that
             :meth:`Sink.confirm` waits on.
     """

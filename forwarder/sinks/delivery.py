@@ -108,6 +108,12 @@ class Delivery:
                 self._dead_letter([chunk[k]], answer)
                 if k + 1 < len(chunk):
                     stack.append(chunk[k + 1 :])
+            elif answer.verdict is Verdict.PREFIX and answer.index:
+                k = min(answer.index, len(chunk))
+                self.delivered_events += k
+                self._sent.inc(k)
+                if k < len(chunk):
+                    stack.append(chunk[k:])
             elif len(chunk) == 1:
                 self._dead_letter(chunk, answer)
             else:

@@ -251,6 +251,30 @@ async def test_incorrect_index_is_a_config_error_not_bad_data(hec: FakeHec, tmp_
     assert r.dead_letters() == []
 
 
+async def test_events_before_a_refused_index_are_not_sent_twice(
+    hec: FakeHec, tmp_path: Path
+) -> None:
+    """Code 7 naming the third event: HEC indexed the first two, so only the third and the
+    rest are kept (sink down) and sent again once the index is allowed; none arrives twice."""
+    hec.allowed_indexes = {"main"}
+    r = Rig(hec, tmp_path, index="main")
+    batch = events(4)
+    batch[2].meta = {"index": "audit"}
+    await r.sink.start()
+    try:
+        task = asyncio.create_task(r.delivery.deliver(batch))
+        await hec.wait_until(lambda: len(hec.requests) >= 3)
+        assert r.value("forwarder_sink_up") == 0
+        assert hec.events() == [{"i": 0}, {"i": 1}]
+        hec.allowed_indexes.add("audit")
+        await asyncio.wait_for(task, 5)
+    finally:
+        await r.sink.stop()
+    assert hec.events() == [{"i": i} for i in range(4)]
+    assert r.value("forwarder_events_sent_total") == 4
+    assert r.dead_letters() == []
+
+
 # --- transient --------------------------------------------------------------------------------
 
 

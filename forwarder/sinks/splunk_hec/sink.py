@@ -3,7 +3,10 @@
 Destination limits: Splunk Enterprise takes up to 800 MiB per request by default; Splunk Cloud
 is reported at 1 MB, so batches default to 1,000,000 bytes. Objects are concatenated (no array).
 A 400 carrying ``invalid-event-number`` k means objects before k were indexed, k was bad and
-those after k were not: we deliver, dead-letter k, and resend the rest (PARTIAL).
+those after k were not: we deliver, dead-letter k, and resend the rest (PARTIAL). When k was
+refused for a configuration error (code 7, an index the token may not write), the events
+before it are delivered and the rest are kept and retried until the configuration is fixed
+(PREFIX, then DOWN).
 """
 
 from __future__ import annotations
@@ -94,6 +97,11 @@ class SplunkHecSink(HttpSink):
             return Answer(Verdict.OK, reason, status, text, ack_id=_int_or_none(ack_id))
         if isinstance(code, int):
             if code in _DOWN_CODES:
+                # A per-object refusal (code 7, an index the token may not write) names the
+                # object: those before it were indexed and must not be sent again.
+                done = _int_or_none(answer.get("invalid-event-number"))
+                if done:
+                    return Answer(Verdict.PREFIX, reason, status, text, index=done)
                 return Answer(Verdict.DOWN, reason, status, text, retry_after)
             if code in _RETRY_CODES:
                 return Answer(Verdict.RETRY, reason, status, text, retry_after)
