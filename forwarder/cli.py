@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--sink", required=True)
         if name == "show":
             p.add_argument("--limit", type=int, default=20)
+        if name == "replay":
+            p.add_argument(
+                "--give-up-after",
+                type=float,
+                default=60.0,
+                metavar="SECS",
+                help="stop when the destination settles no chunk for SECS, keeping the rest "
+                "(default 60; 0: retry until interrupted)",
+            )
     top = sub.add_parser("top", help="live per-component view of a running forwarder")
     top.add_argument("--url", default="http://127.0.0.1:9108", help="its admin address")
     top.add_argument("--once", action="store_true", help="print one snapshot and exit")
@@ -128,7 +137,10 @@ def dlq_command(args: argparse.Namespace) -> int:
         return dlq.list_counts(config, sys.stdout)
     if args.dlq_command == "show":
         return dlq.show(config, args.sink, args.limit, sys.stdout)
-    return dlq.replay(config, args.sink, sys.stdout)
+    if args.give_up_after < 0:
+        print("dlq replay: --give-up-after must be 0 (never) or more seconds", file=sys.stderr)
+        return 2
+    return dlq.replay(config, args.sink, sys.stdout, give_up_secs=args.give_up_after)
 
 
 def data_dir_warnings(config: Config) -> list[str]:

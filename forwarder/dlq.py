@@ -12,12 +12,13 @@ import asyncio
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
 from forwarder.config import Config
 from forwarder.deadletter import DeadLetterStore, read_records, record_event
+from forwarder.events import Event
 from forwarder.sinks import SINKS
 from forwarder.sinks.delivery import Delivery
 from forwarder.telemetry.metrics import Metrics
@@ -54,14 +55,18 @@ def show(config: Config, sink: str, limit: int, out: TextIO) -> int:
     return 0
 
 
-def replay(config: Config, sink_name: str, out: TextIO, *, chunk: int = 500) -> int:
+def replay(
+    config: Config, sink_name: str, out: TextIO, *, chunk: int = 500, give_up_secs: float = 60.0
+) -> int:
+    """Send a sink's dead letters again; 0 when every one was settled, 1 when the destination
+    settled no chunk for ``give_up_secs`` (0: never give up) and the rest were put back."""
     if sink_name not in config.sinks:
         print(f"dlq replay: no sink named {sink_name!r} in the config", file=sys.stderr)
         return 2
-    return asyncio.run(_replay(config, sink_name, out, chunk))
+    return asyncio.run(_replay(config, sink_name, out, chunk, give_up_secs))
 
 
-async def _replay(config: Config, name: str, out: TextIO, chunk: int) -> int:
+async def _replay(config: Config, name: str, out: TextIO, chunk: int, give_up_secs: float) -> int:
     sink_config = config.sinks[name]
     directory = dead_letter_root(config) / name
     claimed = []
@@ -81,17 +86,34 @@ async def _replay(config: Config, name: str, out: TextIO, chunk: int) -> int:
     progress = _Progress(total, out)
     await sink.start()
     done = 0
+    # The chunk in flight: its records by event, and what of it is not settled yet.
+    in_flight: dict[int, dict[str, Any]] = {}
+    pending: list[list[Event]] = []
+    gave_up = False
+    restored: list[dict[str, Any]] = []
     try:
         for start in range(0, total, chunk):
-            events = [record_event(r) for r in records[start : start + chunk]]
-            await delivery.deliver(events)
-            done += len(events)
+            part = records[start : start + chunk]
+            events = [record_event(r) for r in part]
+            in_flight = {id(e): r for e, r in zip(events, part, strict=True)}
+            pending = []
+            try:
+                async with asyncio.timeout(give_up_secs or None):
+                    await delivery.deliver(events, pending)
+            except TimeoutError:
+                gave_up = True
+                break
+            done += len(part)
+            in_flight = {}
             progress.update(done)
     finally:
         await sink.stop()
-        if done < total:
-            # Interrupted: what was not attempted goes back as it was.
-            store.restore(records[done:])
+        # Interrupted or given up: what was not settled goes back as it was. Of the chunk in
+        # flight, only its unsettled parts: what the destination took is not sent twice
+        # (except the part whose answer never came).
+        restored = [in_flight[id(e)] for part in pending for e in part if id(e) in in_flight]
+        restored += records[done + len(in_flight) :]
+        store.restore(restored)
         for path in claimed:
             path.unlink(missing_ok=True)
         progress.finish()
@@ -100,6 +122,14 @@ async def _replay(config: Config, name: str, out: TextIO, chunk: int) -> int:
         f"rejected again {delivery.dead_lettered_events}",
         file=out,
     )
+    if gave_up:
+        print(
+            f"dlq replay: gave up: {name} settled nothing for {give_up_secs:g} s "
+            f"(last error: {delivery.last_error or 'none'}); "
+            f"{len(restored)} events kept as dead letters",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

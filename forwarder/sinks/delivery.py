@@ -75,8 +75,14 @@ class Delivery:
         self._up_gauge = metrics.sink_up.labels(name)
         self._up_gauge.set(1)
 
-    async def deliver(self, events: list[Event]) -> None:
-        """Return once every event is delivered or dead-lettered."""
+    async def deliver(self, events: list[Event], pending: list[list[Event]] | None = None) -> None:
+        """Return once every event is delivered or dead-lettered.
+
+        Arguments:
+            events: the chunk.
+            pending: a list the caller keeps to learn, if this is cancelled, which events were
+                not settled yet: it holds the parts still to send, the one in flight included.
+        """
         oversized = self.sink.max_event_bytes
         if oversized is not None:
             too_big = [e for e in events if self.sink.event_bytes(e) > oversized]
@@ -91,10 +97,13 @@ class Delivery:
                         "event exceeds the destination's per-event limit",
                     ),
                 )
-        stack = [events] if events else []
+        stack = pending if pending is not None else []
+        if events:
+            stack.append(events)
         while stack:
-            chunk = stack.pop()
+            chunk = stack[-1]
             answer = await self._send_until_settled(chunk)
+            stack.pop()
             name = self.sink.name
             if answer.verdict is Verdict.OK:
                 self.delivered_events += len(chunk)

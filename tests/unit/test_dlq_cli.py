@@ -209,3 +209,45 @@ async def test_replay_shows_a_progress_bar_on_a_terminal(
     assert "[" + "#" * 40 + "]" in text
     assert text.rstrip().endswith("total 1200 / delivered 1200 / rejected again 0")
     assert len(hec.events()) == 1200
+
+
+async def test_replay_gives_up_on_a_refusing_destination_and_keeps_the_rest(
+    tmp_path: Path, hec: FakeHec, dd: FakeDatadog
+) -> None:
+    """Events from the 601st on name an index the token may not write (code 7, sink down):
+    replay delivers the first 600 (the second chunk of 500 in part), gives up after
+    --give-up-after seconds with exit 1 and keeps exactly the 600 it could not send."""
+    config = write_config(tmp_path, hec, dd)
+    hec.allowed_indexes = {"audit"}
+    batch = [
+        Event(json.dumps({"n": n}).encode(), "tcp", 1.0, {"index": "secret"} if n >= 600 else None)
+        for n in range(1200)
+    ]
+    store(tmp_path, "splunk").write(batch, reason="hec_code_7", status=400, response="")
+    code, out, err = await run_cli(
+        "dlq", "replay", "--sink", "splunk", "--give-up-after", "1", "-c", str(config)
+    )
+    assert code == 1
+    assert "gave up" in err and "hec_code_7" in err and "600 events kept" in err
+    assert out.strip().splitlines()[-1] == "total 1200 / delivered 600 / rejected again 0"
+    assert hec.events() == [{"n": n} for n in range(600)]
+    assert sorted(r["event"]["n"] for r in letters(tmp_path, "splunk")) == list(range(600, 1200))
+    hec.allowed_indexes.add("secret")
+    code, out, err = await run_cli("dlq", "replay", "--sink", "splunk", "-c", str(config))
+    assert code == 0, err
+    assert out.strip().splitlines()[-1] == "total 600 / delivered 600 / rejected again 0"
+    assert sorted(e["n"] for e in hec.events()) == list(range(1200))
+    assert letters(tmp_path, "splunk") == []
+
+
+async def test_replay_rejects_a_negative_give_up(
+    tmp_path: Path, hec: FakeHec, dd: FakeDatadog
+) -> None:
+    """--give-up-after below 0 is a usage error that names the option; nothing is claimed."""
+    config = write_config(tmp_path, hec, dd)
+    seed(tmp_path, "splunk", [{"n": 1}], "hec_code_6", 400)
+    code, _, err = await run_cli(
+        "dlq", "replay", "--sink", "splunk", "--give-up-after", "-1", "-c", str(config)
+    )
+    assert code == 2 and "--give-up-after" in err
+    assert [r["event"] for r in letters(tmp_path, "splunk")] == [{"n": 1}]
