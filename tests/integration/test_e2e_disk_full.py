@@ -270,3 +270,37 @@ async def test_data_dir_blocked_by_a_file(tmp_path: Path) -> None:
         finally:
             await daemon.close()
     assert blocker.read_text() == "not a directory\n"
+
+
+async def test_restart_on_a_full_disk_is_not_ready_before_any_write(tmp_path: Path) -> None:
+    """The disk fills up while the daemon is down: the restarted daemon reports the disk
+    error before any client sends (it probes at start), refuses ingest, and becomes ready and
+    delivers once space returns; what it held before the stop is delivered too."""
+    async with FakeCollector() as collector, aiohttp.ClientSession() as session:
+        with tiny_fs(tmp_path / "data", "4m") as data_dir:
+            config = forwarder_config(data_dir, collector, {"type": "disk"})
+            daemon = await DaemonProcess(tmp_path, config).start()
+            acked: set[int] = set()
+            try:
+                collector.script.stall()
+                await send_all(session, daemon, 0, 300, acked)
+                assert await daemon.terminate() == 0
+            finally:
+                await daemon.close()
+            collector.script.release()
+            ballast = fill(data_dir)
+            daemon = await DaemonProcess(tmp_path, config).start()
+            try:
+                await assert_disk_error(daemon, "No space left on device")
+                assert await post_events(session, daemon.port(SOURCE), range(300, 400), PAD) == 503
+                ballast.unlink()
+                await wait_until(lambda: healthy(daemon), timeout_secs=10, what="ready again")
+                await send_all(session, daemon, 400, 300, acked)
+                await wait_until(
+                    lambda: acked <= set(received_ids(collector)),
+                    timeout_secs=15,
+                    what="every acknowledged event delivered",
+                )
+                assert await daemon.terminate() == 0
+            finally:
+                await daemon.close()

@@ -116,6 +116,9 @@ class DiskBuffer(Buffer):
         self._running = True
         try:
             await self._recover()
+            # A disk that filled up while we were down lets recovery read but fails the first
+            # write: find out now, so readiness says so before a client is refused.
+            await asyncio.to_thread(probe_write, self.directory)
         except OSError as exc:
             # A directory we cannot create or list is a disk problem like a full disk:
             # refuse appends, report it, and keep probing instead of refusing to start.
