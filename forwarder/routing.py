@@ -3,13 +3,16 @@
 The global policy runs once per chunk, then each sink whose ``inputs`` include the source
 gets the events (restricted by policy routes, transformed by its own rules). Placement is
 all-or-nothing across ``block`` buffers, so an HTTP client that gets a 503 knows none of its
-events was kept, and one that gets a 2xx knows all were.
+events was kept, and one that gets a 2xx knows all were. A chunk that has to wait for room
+takes a ticket and stands in line at each of its ``block`` buffers: room then goes to chunks
+in the order they started waiting, and chunks arriving meanwhile queue behind them.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from itertools import count
 from typing import TYPE_CHECKING
 
 from forwarder.buffers.base import Buffer, BufferWriteError
@@ -38,6 +41,9 @@ class Plan:
     count: int
     parts: list[tuple[Target, list[Event], int]] = field(default_factory=list)
     stored: list[Target] = field(default_factory=list)
+    # Once it had to wait: its place in line, and the buffers whose line it stands in.
+    ticket: int | None = None
+    lines: list[Buffer] = field(default_factory=list)
 
 
 class Router:
@@ -49,6 +55,7 @@ class Router:
         self.targets: dict[str, list[Target]] = {}
         # Plain totals beside the metrics, for /api/status and `forwarder top`.
         self.received: dict[str, int] = {}
+        self._tickets = count()
 
     @property
     def needs_objects(self) -> bool:
@@ -104,7 +111,9 @@ class Router:
         Parts that were stored are taken off the plan, so a retry places only the rest and
         no sink gets a chunk twice."""
         for target, events, nbytes in plan.parts:
-            if target.when_full == "block" and not target.buffer.has_room(len(events), nbytes):
+            if target.when_full == "block" and not target.buffer.admits(
+                len(events), nbytes, plan.ticket
+            ):
                 return False
         remaining: list[tuple[Target, list[Event], int]] = []
         for part in plan.parts:
@@ -140,12 +149,25 @@ class Router:
         try:
             async with asyncio.timeout(wait_secs):
                 while not self.try_place(plan):
+                    self._join_lines(plan)
                     for target, events, nbytes in plan.parts:
                         if target.when_full == "block":
-                            await target.buffer.wait_for_room(len(events), nbytes)
+                            await target.buffer.wait_for_room(len(events), nbytes, plan.ticket)
         except TimeoutError:
             return False
+        finally:
+            if plan.ticket is not None:
+                for buffer in plan.lines:
+                    buffer.leave_line(plan.ticket)
         return await self.commit(plan)
+
+    def _join_lines(self, plan: Plan) -> None:
+        if plan.ticket is None:
+            plan.ticket = next(self._tickets)
+        for target, _, _ in plan.parts:
+            if target.when_full == "block" and target.buffer not in plan.lines:
+                target.buffer.join_line(plan.ticket)
+                plan.lines.append(target.buffer)
 
     async def commit(self, plan: Plan) -> bool:
         """Make the plan's stored events durable; False when a buffer could not."""

@@ -8,7 +8,9 @@ the depth gauges report exactly that.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 
 from forwarder.events import Event
@@ -31,15 +33,28 @@ class Batch:
 class Buffer(ABC):
     """A bounded queue of events for one sink.
 
-    Writers call :meth:`has_room` / :meth:`wait_for_room`, then :meth:`append` (synchronous, so
+    Writers call :meth:`admits` / :meth:`wait_for_room`, then :meth:`append` (synchronous, so
     a check-and-append across several buffers is atomic on the event loop), then
     :meth:`commit` where durability matters (an HTTP answer). Readers call :meth:`read` and
     later :meth:`ack` with the batch.
+
+    Writers that wait for room stand in line, first come first served: while anyone waits,
+    room goes to the first in line only, so a large chunk waiting for space is not overtaken
+    forever by small ones that came after it. Places in line are tickets from one counter
+    (the router's), so a writer waiting on several buffers has the same rank in each and no
+    two writers can each hold the other up.
     """
 
     name: str
     max_events: int
     max_bytes: int
+
+    def __init__(self) -> None:
+        self._line: deque[int] = deque()
+        # Set when room may have come: events were acked, the disk came back, the first in
+        # line left. Waiters look again.
+        self._room = asyncio.Event()
+        self._room.set()
 
     @abstractmethod
     async def start(self) -> None: ...
@@ -57,14 +72,40 @@ class Buffer(ABC):
             return True
         return held + events <= self.max_events and self.depth_bytes + nbytes <= self.max_bytes
 
+    def admits(self, events: int, nbytes: int, ticket: int | None = None) -> bool:
+        """:meth:`has_room`, for the writer holding ``ticket`` (None: one not in line): when
+        writers wait, only the first in line gets room."""
+        line = self._line
+        if line and line[0] != ticket:
+            return False
+        return self.has_room(events, nbytes)
+
+    def join_line(self, ticket: int) -> None:
+        """Stand in line; tickets must come in increasing order."""
+        if ticket not in self._line:
+            self._line.append(ticket)
+
+    def leave_line(self, ticket: int) -> None:
+        """Leave the line (placed, given up or cancelled); the next in line looks again."""
+        try:
+            self._line.remove(ticket)
+        except ValueError:
+            return
+        self._room.set()
+
+    @property
+    def waiting_writers(self) -> int:
+        """Writers in line for room."""
+        return len(self._line)
+
     @property
     def writable(self) -> bool:
         """False while the buffer cannot store anything (a disk buffer's disk error)."""
         return True
 
     @abstractmethod
-    async def wait_for_room(self, events: int, nbytes: int) -> None:
-        """Return once :meth:`has_room` is true (callers wrap this in a timeout)."""
+    async def wait_for_room(self, events: int, nbytes: int, ticket: int | None = None) -> None:
+        """Return once :meth:`admits` is true (callers wrap this in a timeout)."""
 
     @abstractmethod
     def append(self, events: list[Event]) -> None:

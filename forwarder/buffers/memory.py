@@ -14,6 +14,7 @@ class MemoryBuffer(Buffer):
     """Bounded by ``max_events`` and ``max_bytes`` (event bytes as received)."""
 
     def __init__(self, name: str, *, max_events: int, max_bytes: int) -> None:
+        super().__init__()
         self.name = name
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -24,8 +25,6 @@ class MemoryBuffer(Buffer):
         self._inflight_bytes = 0
         self._ids = count()
         self._readable = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
 
     async def start(self) -> None:
         return None
@@ -37,15 +36,15 @@ class MemoryBuffer(Buffer):
 
     # -- writer side ---------------------------------------------------------------------
 
-    async def wait_for_room(self, events: int, nbytes: int) -> None:
-        if self.has_room(events, nbytes):
+    async def wait_for_room(self, events: int, nbytes: int, ticket: int | None = None) -> None:
+        if self.admits(events, nbytes, ticket):
             return
         # Once full, wait for an eighth of the buffer to drain, not just for this chunk:
         # a writer woken per delivered batch pauses and resumes its socket for every few
         # hundred events, which costs more than the events themselves.
         events += self.max_events // 8
         nbytes += self.max_bytes // 8
-        while not self.has_room(events, nbytes):
+        while not self.admits(events, nbytes, ticket):
             self._room.clear()
             await self._room.wait()
 

@@ -171,7 +171,7 @@ class HecRoutes:
 
     async def _health(self, request: web.Request) -> web.Response:
         for target in self.ctx.router.targets.get(self.ctx.name, ()):
-            if target.when_full == "block" and not target.buffer.has_room(1, 1):
+            if target.when_full == "block" and not target.buffer.admits(1, 1):
                 return answer(18)
         return answer(17)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import orjson
+
 from forwarder.buffers.memory import MemoryBuffer
 from forwarder.config import build
 from forwarder.routing import Router, Target
@@ -131,3 +133,85 @@ def test_source_without_targets_counts_received(metrics: Metrics) -> None:
     router = Router(metrics)
     assert router.try_place(router.plan("lonely", events(2)))
     assert sample(metrics.registry, "forwarder_events_received_total", source="lonely") == 2
+
+
+async def _drain(buffer: MemoryBuffer, count: int) -> None:
+    batch = await buffer.read(count, 1 << 30, 0)
+    assert batch is not None and len(batch.events) == count
+    buffer.ack(batch)
+
+
+async def test_waiting_chunk_is_not_overtaken_by_later_small_ones(metrics: Metrics) -> None:
+    """A large chunk waiting for room (as a TCP read does) gets it before small chunks that
+    arrive after it (HTTP requests, datagrams), though each of those would fit sooner; they
+    queue behind it and go in order once it is placed."""
+    router = Router(metrics)
+    target = _target("siem", "block", max_events=80)
+    router.add_target("src", target)
+    buffer = target.buffer
+    assert isinstance(buffer, MemoryBuffer)
+    buffer.append(events(80))
+    big = asyncio.create_task(router.place(router.plan("src", events(40, start=100))))
+    await asyncio.sleep(0)
+    assert buffer.waiting_writers == 1
+    await _drain(buffer, 20)
+    # Room for 20 now: a 1-event chunk would fit, but the big one waits first.
+    assert not router.try_place(router.plan("src", events(1, start=200)))
+    later = [
+        asyncio.create_task(router.place(router.plan("src", events(1, start=300 + i))))
+        for i in range(3)
+    ]
+    await asyncio.sleep(0.01)
+    assert not big.done() and not any(t.done() for t in later)
+    assert buffer.waiting_writers == 4
+    await _drain(buffer, 40)
+    assert await asyncio.wait_for(big, 1)
+    assert all(await asyncio.wait_for(asyncio.gather(*later), 1))
+    ids = [orjson.loads(e.raw)["i"] for e in buffer.unacked()]
+    assert ids[-43:] == [*range(100, 140), 300, 301, 302]
+    assert buffer.waiting_writers == 0
+
+
+async def test_chunks_waiting_on_the_same_buffers_in_opposite_order_both_go(
+    metrics: Metrics,
+) -> None:
+    """Two sources route to the same two full buffers, listed in opposite orders: both
+    waiting chunks are placed once room comes (one line order for every buffer, no
+    chunk holding up the other)."""
+    router = Router(metrics)
+    a, b = _target("a", "block", max_events=8), _target("b", "block", max_events=8)
+    router.add_target("s1", a)
+    router.add_target("s1", b)
+    router.add_target("s2", b)
+    router.add_target("s2", a)
+    for target in (a, b):
+        target.buffer.append(events(8))
+    first = asyncio.create_task(router.place(router.plan("s1", events(2, start=10))))
+    second = asyncio.create_task(router.place(router.plan("s2", events(2, start=20))))
+    await asyncio.sleep(0.01)
+    for target in (b, a):
+        buffer = target.buffer
+        assert isinstance(buffer, MemoryBuffer)
+        await _drain(buffer, 8)
+    assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [True, True]
+    assert a.buffer.depth_events == b.buffer.depth_events == 4
+
+
+async def test_a_chunk_that_gives_up_leaves_the_line(metrics: Metrics) -> None:
+    """A place() that times out (an HTTP 503) or is cancelled (a closed connection) stops
+    holding up the chunks behind it."""
+    router = Router(metrics)
+    target = _target("siem", "block", max_events=8)
+    router.add_target("src", target)
+    buffer = target.buffer
+    assert isinstance(buffer, MemoryBuffer)
+    buffer.append(events(8))
+    assert not await router.place(router.plan("src", events(8, start=10)), wait_secs=0.02)
+    cancelled = asyncio.create_task(router.place(router.plan("src", events(8, start=20))))
+    await asyncio.sleep(0)
+    assert buffer.waiting_writers == 1
+    cancelled.cancel()
+    await asyncio.sleep(0)
+    assert buffer.waiting_writers == 0
+    await _drain(buffer, 4)
+    assert router.try_place(router.plan("src", events(1, start=30)))

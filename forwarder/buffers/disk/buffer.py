@@ -67,6 +67,7 @@ class DiskBuffer(Buffer):
         log: structlog.typing.FilteringBoundLogger | None = None,
         tail_bytes: int = 8 * MIB,
     ) -> None:
+        super().__init__()
         self.name = name
         self.directory = directory
         self.max_events = max_events
@@ -98,8 +99,6 @@ class DiskBuffer(Buffer):
         self._running = False
         self._stopped = False
         self._readable = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._state_dirty = asyncio.Event()
         self._stopping = asyncio.Event()
         self._read_lock = asyncio.Lock()
@@ -158,8 +157,8 @@ class DiskBuffer(Buffer):
     def writable(self) -> bool:
         return self.disk_error is None
 
-    async def wait_for_room(self, events: int, nbytes: int) -> None:
-        while not self.has_room(events, nbytes):
+    async def wait_for_room(self, events: int, nbytes: int, ticket: int | None = None) -> None:
+        while not self.admits(events, nbytes, ticket):
             self._room.clear()
             await self._room.wait()
 
