@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from forwarder.batching import Batcher
-from forwarder.buffers.base import Buffer, BufferWriteError
+from forwarder.buffers.base import Buffer
 from forwarder.buffers.memory import MemoryBuffer
+from forwarder.carryover import adopt_disk_buffers, remove_after_commit, requeue_spill, spill
 from forwarder.config import Config, SinkConfig, SourceConfig
 from forwarder.deadletter import DeadLetterStore
 from forwarder.routing import Router, Target
@@ -134,106 +135,12 @@ class Topology:
         self._spawn(self._healthcheck(rt))
         own, orphans = instance_dirs(self.data_dir / "spill", rt.name, self.instance)
         for directory in [own, *orphans]:
-            self._requeue_spill(rt, directory)
-        await self._adopt_disk_buffers(rt)
-        await rt.batcher.start()
-
-    async def _adopt_disk_buffers(self, rt: SinkRuntime) -> None:
-        """Disk buffers left by workers that no longer exist (``workers`` was lowered, or
-        raised from one): their events move into this process's buffer, then they go."""
-        import shutil
-
-        from forwarder.buffers.disk import DiskBuffer
-
+            paths = requeue_spill(rt.buffer, rt.name, directory, self.metrics)
+            if paths:
+                self._spawn(remove_after_commit(rt.buffer, rt.name, paths))
         _, orphans = instance_dirs(self.data_dir / "buffers", rt.name, self.instance)
-        for directory in orphans:
-            if not directory.is_dir():
-                continue
-            old = DiskBuffer(
-                rt.name,
-                directory,
-                max_events=1 << 62,
-                max_bytes=1 << 62,
-                on_corrupt=self.metrics.events_dropped.labels(rt.name, "corrupt").inc,
-            )
-            await old.start()
-            moved = 0
-            try:
-                while (batch := await old.read(10_000, 64 << 20, 0)) is not None:
-                    rt.buffer.append(batch.events)
-                    await rt.buffer.commit()
-                    old.ack(batch)
-                    moved += len(batch.events)
-            except BufferWriteError as exc:
-                # Our own buffer cannot write (full disk): leave the rest where it is for the
-                # next start rather than fail this one.
-                await old.stop()
-                log.error(
-                    "cannot adopt a disk buffer of a former worker now; it stays for the next "
-                    "start",
-                    component=rt.name,
-                    directory=str(directory),
-                    events=moved,
-                    error=str(exc),
-                )
-                continue
-            await old.stop()
-            shutil.rmtree(directory, ignore_errors=True)
-            log.info(
-                "adopted a disk buffer of a former worker",
-                component=rt.name,
-                directory=str(directory),
-                events=moved,
-            )
-
-    def _requeue_spill(self, rt: SinkRuntime, directory: Path) -> None:
-        from forwarder.buffers.spill import load_spill
-
-        # A data_dir that cannot be read or written must not stop the start: the files stay
-        # and the next start tries again.
-        try:
-            events, bad, paths = load_spill(directory)
-        except OSError as exc:
-            log.error(
-                "cannot read spilled events; they stay for the next start",
-                component=rt.name,
-                directory=str(directory),
-                error=str(exc),
-            )
-            return
-        if bad:
-            self.metrics.events_dropped.labels(rt.name, "corrupt").inc(bad)
-        if events:
-            try:
-                # Ahead of new events, over the limits if need be: these were accepted already.
-                rt.buffer.append(events)
-            except BufferWriteError as exc:
-                log.error(
-                    "cannot re-queue spilled events; they stay for the next start",
-                    component=rt.name,
-                    events=len(events),
-                    error=str(exc),
-                )
-                return
-            log.info("re-queued spilled events", component=rt.name, events=len(events))
-        if paths:
-            if events and not isinstance(rt.buffer, MemoryBuffer):
-                # A disk buffer holds them now; the spill files can go once that is durable.
-                self._spawn(self._remove_after_commit(rt, paths))
-            else:
-                _remove_spill(rt.name, paths)
-
-    async def _remove_after_commit(self, rt: SinkRuntime, paths: list[Path]) -> None:
-        try:
-            await rt.buffer.commit()
-        except BufferWriteError as exc:
-            log.error(
-                "re-queued spilled events not durable; their files stay",
-                component=rt.name,
-                error=str(exc),
-            )
-            return
-        _remove_spill(rt.name, paths)
+        await adopt_disk_buffers(rt.buffer, rt.name, orphans, self.metrics)
+        await rt.batcher.start()
 
     async def _healthcheck(self, rt: SinkRuntime) -> None:
         problem = await rt.sink.healthcheck()
@@ -277,34 +184,10 @@ class Topology:
     async def _close_sink(self, rt: SinkRuntime) -> None:
         await rt.batcher.stop()
         if isinstance(rt.buffer, MemoryBuffer):
-            self._spill(rt)
+            directory, _ = instance_dirs(self.data_dir / "spill", rt.name, self.instance)
+            spill(rt.buffer, rt.name, directory, self.metrics)
         await rt.sink.stop()
         await rt.buffer.stop()
-
-    def _spill(self, rt: SinkRuntime) -> None:
-        from forwarder.buffers.spill import write_spill
-
-        events = rt.buffer.unacked()
-        if not events:
-            return
-        directory, _ = instance_dirs(self.data_dir / "spill", rt.name, self.instance)
-        try:
-            write_spill(directory, events)
-        except OSError as exc:
-            self.metrics.events_dropped.labels(rt.name, "spill_failed").inc(len(events))
-            log.error(
-                "cannot spill undelivered events; they are lost",
-                component=rt.name,
-                events=len(events),
-                error=str(exc),
-            )
-            return
-        log.warning(
-            "spilled undelivered events; they go out after the next start",
-            component=rt.name,
-            events=len(events),
-            directory=str(directory),
-        )
 
     # -- reload --------------------------------------------------------------------------
 
@@ -458,20 +341,6 @@ async def _drain(batchers: list[Batcher], timeout: float) -> bool:
     return not pending
 
 
-def _remove_spill(sink: str, paths: list[Path]) -> None:
-    from forwarder.buffers.spill import remove_spill
-
-    try:
-        remove_spill(paths)
-    except OSError as exc:
-        # The events are queued again; left files would send them once more next start.
-        log.warning(
-            "cannot remove spill files; their events may be sent twice",
-            component=sink,
-            error=str(exc),
-        )
-
-
 def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
     return {
         "added": [n for n in new if n not in old],
@@ -481,4 +350,4 @@ def _diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-__all__ = ["SinkRuntime", "Topology", "compile_policy", "instance_dirs", "make_buffer"]
+__all__ = ["SinkRuntime", "Topology"]
