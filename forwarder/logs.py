@@ -29,6 +29,9 @@ def configure(level: str = "info", fmt: str | None = None) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(
             getattr(logging, level.upper(), logging.INFO)
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (message and newline together): the supervisor and its workers
+        # share stdout, and a line written in two parts can interleave with another
+        # process's line when output is unbuffered (PYTHONUNBUFFERED, as under systemd).
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=False,
     )

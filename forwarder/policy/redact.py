@@ -1,9 +1,12 @@
 """Finding secrets inside string values: built-in patterns, user regexes, masks and hashes.
 
-All patterns of one redact action are joined into a single alternation with a named group
-per pattern, so an event is walked once whatever the number of patterns. Credit-card
-candidates are confirmed with the Luhn checksum in the replacement function, which keeps
-order numbers and other long digit strings that fail it.
+The patterns of one redact action are joined into a single alternation with a named group
+per pattern, so an event is walked once whatever the number of patterns. Credit cards are
+the exception: their candidates (runs of digits) are confirmed with the Luhn checksum in the
+replacement function, which keeps order numbers and other long digit strings that fail it,
+and they are searched in a pass of their own, first. In the alternation, a run that turned
+out not to be a card would still have been consumed, hiding an e-mail address or key that
+starts inside it ("ref 1234 5678 9012 3456-7@example.com").
 """
 
 from __future__ import annotations
@@ -220,9 +223,10 @@ class PatternRedactor:
     def __init__(
         self, patterns: Sequence[str], regexes: Sequence[str], replace: Callable[[str], str]
     ) -> None:
-        self._regex = re.compile(combined_pattern(patterns, regexes))
+        others = [name for name in patterns if name != "credit_card"]
+        self._regex = re.compile(combined_pattern(others, regexes)) if others or regexes else None
+        self._card = re.compile(PATTERNS["credit_card"]) if "credit_card" in patterns else None
         self._replace = replace
-        self._card_group = f"{_BUILTIN_PREFIX}credit_card"
         # User regexes have no hint (and may be anchored): with them every string is tried.
         self._hint = None if regexes else _Hint(patterns)
 
@@ -258,7 +262,11 @@ class PatternRedactor:
             # The patterns are ASCII, so the UTF-8 bytes show whatever the text would.
             if self._hint is not None and not self._hint(value.encode("utf-8", "surrogatepass")):
                 return value
-            new = self._regex.sub(self._on_match, value)
+            new = value
+            if self._card is not None:
+                new = self._card.sub(self._on_card, new)
+            if self._regex is not None:
+                new = self._regex.sub(self._on_match, new)
             return value if new == value else new
         if kind is dict:
             copy = None
@@ -281,9 +289,10 @@ class PatternRedactor:
         return value
 
     def _on_match(self, match: re.Match[str]) -> str:
-        if match.lastgroup == self._card_group:
-            return self._cards(match.group())
         return self._replace(match.group())
+
+    def _on_card(self, match: re.Match[str]) -> str:
+        return self._cards(match.group())
 
     def _cards(self, run: str) -> str:
         digits = run.replace(" ", "").replace("-", "")

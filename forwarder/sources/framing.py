@@ -33,8 +33,8 @@ class SyslogFramer:
     Arguments:
         max_message_bytes: longest message kept, in bytes; a longer one is skipped and
             counted, its bytes discarded as they arrive, so one connection never holds more
-            than ``max_message_bytes`` (plus a length field of at most 10 digits) whatever
-            the client sends.
+            than ``max_message_bytes`` (plus a length field of at most 10 digits, or a CR
+            whose LF is still to come) whatever the client sends.
     """
 
     __slots__ = ("_body", "_header", "_lines", "_max", "_octets", "_remaining", "_skipping")

@@ -9,7 +9,8 @@ class LineSplitter:
     Arguments:
         max_line_bytes: longest line kept; a longer one is skipped up to its newline and
             counted, and a partial line is discarded as soon as it passes the limit, so a
-            client that never sends a newline holds at most ``max_line_bytes``.
+            client that never sends a newline holds at most ``max_line_bytes`` (plus one CR
+            that may be the first half of a CRLF).
     """
 
     __slots__ = ("_discarding", "_max", "_partial")

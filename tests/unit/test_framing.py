@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from forwarder.sources.framing import SyslogFramer
@@ -36,7 +36,8 @@ def feed_all(framer: SyslogFramer, chunks: list[bytes], limit: int) -> tuple[lis
         got, too_large = framer.feed(chunk)
         messages += got
         skipped += too_large
-        assert framer.pending_bytes <= max(limit, HEADER_ROOM)
+        # (+1: a line at the limit ending in CR, whose LF may come in the next read.)
+        assert framer.pending_bytes <= max(limit + 1, HEADER_ROOM)
     return messages + framer.close(), skipped
 
 
@@ -204,6 +205,7 @@ def test_octet_framing_split_anywhere_loses_nothing(
     assert skipped == sum(len(m) > limit for m in messages)
 
 
+@example([b"\x01" * 5, b"\x01" * 5, b"\x01" * 17, b"\x01" * 17, b"\r"], 44)
 @given(st.lists(st.binary(max_size=200), max_size=10), st.integers(1, 50))
 def test_arbitrary_bytes_stay_bounded(chunks: list[bytes], limit: int) -> None:
     """Whatever arrives, the framer never holds more than the limit (or a length field)."""

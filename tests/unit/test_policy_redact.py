@@ -64,6 +64,9 @@ def _textbook_luhn_digit(body: str) -> str:
         ("t=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig-_x end", "t=[REDACTED] end"),
         ("mail <bob.smith+audit@mail.example.co.uk>", "mail <[REDACTED]>"),
         ("no mail @ here", "no mail @ here"),
+        # Digit runs that are no card must not hide an address starting inside them.
+        (" 00000000000000000000@A.AC ", " [REDACTED] "),
+        ("ref 1234 5678 9012 3456-7@example.com", "ref 1234 5678 9012 [REDACTED]"),
         ("", ""),
     ],
 )
