@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import aiohttp
 import pytest
 
 from forwarder.sources.tcp import TcpSource
@@ -145,3 +146,41 @@ async def test_hundred_megabytes_without_newline(metrics: Metrics) -> None:
     assert sorted(got, key=str) == [{"after": "flood"}, {"other": "client"}]
     reason = {"source": "src", "reason": "too_large"}
     assert wired.sample("forwarder_ingest_errors_total", **reason) == 1
+
+
+async def test_http_client_trickling_headers_is_closed_after_the_idle_timeout(
+    metrics: Metrics,
+) -> None:
+    """An HTTP client that sends a request's header a byte at a time, never finishing it, is
+    closed once idle_timeout_secs have passed since it connected, though bytes keep coming;
+    a client that finishes its request meanwhile is served."""
+    async with Wired(stream("http", idle_timeout_secs=1.0), metrics) as wired:
+        reader, slow = await connect(wired.port)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        head = b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 1000
+        closed_after = None
+        for byte in head:
+            if loop.time() - start > 5:
+                break
+            try:
+                slow.write(bytes([byte]))
+                await slow.drain()
+            except ConnectionError:
+                closed_after = loop.time() - start
+                break
+            if reader.at_eof() or slow.is_closing():
+                closed_after = loop.time() - start
+                break
+            with contextlib.suppress(TimeoutError):
+                if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                    closed_after = loop.time() - start
+                    break
+        assert closed_after is not None and 0.9 <= closed_after < 3, closed_after
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{wired.port}/v1/events", json={"ok": True}) as resp,
+        ):
+            assert resp.status == 200
+        await wired.wait_events(1)
+        slow.close()
