@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from forwarder.sources.acks import AckLedger
-from forwarder.sources.hec import envelopes
+from forwarder.sources.hec_body import envelopes
 from forwarder.telemetry.metrics import Metrics
 from tests.helpers import events as some_events
 from tests.ingest_helpers import Wired
