@@ -165,12 +165,8 @@ def data_dir_warnings(config: Config) -> list[str]:
 def run(path: str | None) -> int:
     from forwarder import logs
     from forwarder.daemon import Daemon
-    from forwarder.supervisor import (
-        Supervisor,
-        follow_parent,
-        worker_identity,
-        worker_overrides,
-    )
+    from forwarder.supervisor import Supervisor
+    from forwarder.worker import follow_parent, worker_identity, worker_overrides
 
     config = load_config(path)
     logs.configure(config.settings.log.level, config.settings.log.format)

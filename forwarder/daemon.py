@@ -16,6 +16,7 @@ from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
 from forwarder.telemetry.metrics import Metrics
 from forwarder.topology import Topology
+from forwarder.worker import report_ready, worker_overrides
 
 log = structlog.get_logger()
 
@@ -141,8 +142,6 @@ class Daemon:
     def _read_config(self) -> Config:
         config = load_file(self.config.path) if self.config.path else load_default()
         if self.instance is not None:
-            from forwarder.supervisor import worker_overrides
-
             # The supervisor's resolved ports and this worker's private admin port stand.
             config = worker_overrides(config)
         return config
@@ -158,8 +157,6 @@ class Daemon:
         self.state = "running"
         self.metrics.ready.set(1)
         if self.instance is not None:
-            from forwarder.supervisor import report_ready
-
             report_ready(self.admin.bound)
         else:
             self._banner()
