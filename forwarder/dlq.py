@@ -90,7 +90,6 @@ async def _replay(config: Config, name: str, out: TextIO, chunk: int, give_up_se
     in_flight: dict[int, dict[str, Any]] = {}
     pending: list[list[Event]] = []
     gave_up = False
-    restored: list[dict[str, Any]] = []
     try:
         for start in range(0, total, chunk):
             part = records[start : start + chunk]
@@ -111,7 +110,9 @@ async def _replay(config: Config, name: str, out: TextIO, chunk: int, give_up_se
         # Interrupted or given up: what was not settled goes back as it was. Of the chunk in
         # flight, only its unsettled parts: what the destination took is not sent twice
         # (except the part whose answer never came).
-        restored = [in_flight[id(e)] for part in pending for e in part if id(e) in in_flight]
+        restored: list[dict[str, Any]] = [
+            in_flight[id(e)] for part in pending for e in part if id(e) in in_flight
+        ]
         restored += records[done + len(in_flight) :]
         store.restore(restored)
         for path in claimed:

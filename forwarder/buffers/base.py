@@ -103,9 +103,11 @@ class Buffer(ABC):
         """False while the buffer cannot store anything (a disk buffer's disk error)."""
         return True
 
-    @abstractmethod
     async def wait_for_room(self, events: int, nbytes: int, ticket: int | None = None) -> None:
         """Return once :meth:`admits` is true (callers wrap this in a timeout)."""
+        while not self.admits(events, nbytes, ticket):
+            self._room.clear()
+            await self._room.wait()
 
     @abstractmethod
     def append(self, events: list[Event]) -> None:

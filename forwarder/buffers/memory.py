@@ -42,11 +42,9 @@ class MemoryBuffer(Buffer):
         # Once full, wait for an eighth of the buffer to drain, not just for this chunk:
         # a writer woken per delivered batch pauses and resumes its socket for every few
         # hundred events, which costs more than the events themselves.
-        events += self.max_events // 8
-        nbytes += self.max_bytes // 8
-        while not self.admits(events, nbytes, ticket):
-            self._room.clear()
-            await self._room.wait()
+        await super().wait_for_room(
+            events + self.max_events // 8, nbytes + self.max_bytes // 8, ticket
+        )
 
     def append(self, events: list[Event]) -> None:
         if not events:

@@ -10,7 +10,7 @@ event is copied at most once per container however many rules change it.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from forwarder.events import ENVELOPE_FIELDS
@@ -78,8 +78,7 @@ class Edits:
     def _parent(self, i: int, parts: tuple[str, ...]) -> Obj:
         """The writable dict holding ``parts[-1]``, every dict on the way made writable;
         the path up to it must exist and hold dicts."""
-        if parts[0] in ENVELOPE_FIELDS:
-            self.envelope.add(i)
+        self._note_envelope(parts, (i,))
         if self._owned is None:
             node = self.objs[i]
             for part in parts[:-1]:
@@ -146,8 +145,7 @@ class Edits:
         returns the events written."""
         written: list[int] = []
         key = parts[-1]
-        if parts[0] in ENVELOPE_FIELDS:
-            self.envelope.update(selected)
+        self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
             if holder is not None:
                 current = holder.get(key, MISSING)
@@ -163,8 +161,7 @@ class Edits:
     def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
         """:meth:`pop` on each selected event."""
         key = parts[-1]
-        if parts[0] in ENVELOPE_FIELDS:
-            self.envelope.update(selected)
+        self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
             if holder is None:
                 self.pop(i, parts)
@@ -177,8 +174,7 @@ class Edits:
     ) -> None:
         """:meth:`update` on each selected event."""
         key = parts[-1]
-        if parts[0] in ENVELOPE_FIELDS:
-            self.envelope.update(selected)
+        self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
             if holder is None:
                 self.update(i, parts, change)
@@ -211,13 +207,18 @@ class Edits:
         selected event that has it; a value ``new`` held is replaced, in its position."""
         assert self._owned is None
         old = parts[-1]
-        if parts[0] in ENVELOPE_FIELDS or (len(parts) == 1 and new in ENVELOPE_FIELDS):
-            self.envelope.update(selected)
+        self._note_envelope(parts, selected)
+        self._note_envelope((*parts[:-1], new), selected)
         changed = self.changed
         for i, holder in self._holders(selected, parts):
             if holder is not None and old in holder:
                 holder[new] = holder.pop(old)
                 changed.add(i)
+
+    def _note_envelope(self, parts: tuple[str, ...], events: Iterable[int]) -> None:
+        """An edit at ``parts`` may change these events' time or host (top-level fields)."""
+        if parts[0] in ENVELOPE_FIELDS:
+            self.envelope.update(events)
 
     def replace(self, i: int, obj: Obj) -> None:
         """Event ``i`` is now ``obj`` (built from fresh containers where it differs)."""

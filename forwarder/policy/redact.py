@@ -62,6 +62,17 @@ _DIGIT_GROUP = re.compile(r"[0-9]+")
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
 
 
+# How _Hint and RawScan look at bytes: as they are, lower-cased, or with digits read as 0 and
+# spaces and dashes deleted (the credit-card test).
+_PLAIN, _LOWER, _DIGITS = 0, 1, 2
+
+
+def _transform(data: bytes, view: int) -> bytes:
+    if view == _LOWER:
+        return data.lower()
+    return data.translate(_AS_ZERO, b" -")
+
+
 class _Hint:
     """A quick test on UTF-8 text that is true whenever one of the built-in patterns matches
     in it (and sometimes when none does)."""
@@ -76,11 +87,11 @@ class _Hint:
             if literal in data:
                 return True
         if self._folded:
-            folded = data.lower()
+            folded = _transform(data, _LOWER)
             for literal in self._folded:
                 if literal in folded:
                     return True
-        return self._cards and _CARD_DIGITS in data.translate(_AS_ZERO, b" -")
+        return self._cards and _CARD_DIGITS in _transform(data, _DIGITS)
 
     def hits(self, scan: RawScan) -> set[int]:
         """Events of the batch whose bytes this hint holds for, or that hold a backslash
@@ -93,11 +104,6 @@ class _Hint:
         if self._cards:
             found |= scan.holding(_CARD_DIGITS, _DIGITS)
         return found
-
-
-# How RawScan looks at the bytes: as they are, lower-cased, or with digits read as 0 and
-# spaces and dashes deleted (the credit-card test).
-_PLAIN, _LOWER, _DIGITS = 0, 1, 2
 
 
 class RawScan:
@@ -151,12 +157,6 @@ class RawScan:
                 parts = [_transform(text, view) for text in self._texts]
             self._parts[view] = parts
         return parts
-
-
-def _transform(data: bytes, view: int) -> bytes:
-    if view == _LOWER:
-        return data.lower()
-    return data.translate(_AS_ZERO, b" -")
 
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:

@@ -157,11 +157,6 @@ class DiskBuffer(Buffer):
     def writable(self) -> bool:
         return self.disk_error is None
 
-    async def wait_for_room(self, events: int, nbytes: int, ticket: int | None = None) -> None:
-        while not self.admits(events, nbytes, ticket):
-            self._room.clear()
-            await self._room.wait()
-
     def append(self, events: list[Event]) -> None:
         if not events:
             return
