@@ -112,6 +112,29 @@ async def healthy(daemon: DaemonProcess) -> bool:
     return status == 200 and metric(samples, "forwarder_disk_error", sink=SINK) == 0
 
 
+async def resume_and_deliver(
+    session: aiohttp.ClientSession,
+    daemon: DaemonProcess,
+    collector: FakeCollector,
+    first: int,
+    count: int,
+    acked: set[int],
+    *,
+    ready_secs: float,
+    deliver_secs: float,
+) -> None:
+    """Once the disk takes data again: ready, ``count`` more events accepted, every
+    acknowledged event delivered, and a clean exit."""
+    await wait_until(lambda: healthy(daemon), timeout_secs=ready_secs, what="ready again")
+    await send_all(session, daemon, first, count, acked)
+    await wait_until(
+        lambda: acked <= set(received_ids(collector)),
+        timeout_secs=deliver_secs,
+        what="every acknowledged event delivered",
+    )
+    assert await daemon.terminate() == 0
+
+
 def segment_bytes_on_disk(data_dir: Path) -> int:
     return sum(p.stat().st_size for p in (data_dir / "buffers" / SINK).glob("*.seg"))
 
@@ -131,14 +154,9 @@ async def test_full_disk_refuses_ingest_and_recovers_when_space_is_freed(tmp_pat
                 first = await send_until_refused(session, daemon, 500, acked)
                 await assert_disk_error(daemon, "No space left on device")
                 ballast.unlink()
-                await wait_until(lambda: healthy(daemon), timeout_secs=10, what="ready again")
-                await send_all(session, daemon, first, 1000, acked)
-                await wait_until(
-                    lambda: acked <= set(received_ids(collector)),
-                    timeout_secs=15,
-                    what="every acknowledged event delivered",
+                await resume_and_deliver(
+                    session, daemon, collector, first, 1000, acked, ready_secs=10, deliver_secs=15
                 )
-                assert await daemon.terminate() == 0
             finally:
                 await daemon.close()
 
@@ -200,14 +218,9 @@ async def test_stalled_sink_fills_the_disk_and_delivery_frees_it(tmp_path: Path)
                 assert on_disk > 2 * 1024 * 1024
                 assert metric(samples, "forwarder_queue_depth_events", sink=SINK) == len(acked)
                 collector.script.release()
-                await wait_until(lambda: healthy(daemon), timeout_secs=20, what="ready again")
-                await send_all(session, daemon, first, 1000, acked)
-                await wait_until(
-                    lambda: acked <= set(received_ids(collector)),
-                    timeout_secs=20,
-                    what="every acknowledged event delivered",
+                await resume_and_deliver(
+                    session, daemon, collector, first, 1000, acked, ready_secs=20, deliver_secs=20
                 )
-                assert await daemon.terminate() == 0
             finally:
                 await daemon.close()
 
@@ -294,13 +307,8 @@ async def test_restart_on_a_full_disk_is_not_ready_before_any_write(tmp_path: Pa
                 await assert_disk_error(daemon, "No space left on device")
                 assert await post_events(session, daemon.port(SOURCE), range(300, 400), PAD) == 503
                 ballast.unlink()
-                await wait_until(lambda: healthy(daemon), timeout_secs=10, what="ready again")
-                await send_all(session, daemon, 400, 300, acked)
-                await wait_until(
-                    lambda: acked <= set(received_ids(collector)),
-                    timeout_secs=15,
-                    what="every acknowledged event delivered",
+                await resume_and_deliver(
+                    session, daemon, collector, 400, 300, acked, ready_secs=10, deliver_secs=15
                 )
-                assert await daemon.terminate() == 0
             finally:
                 await daemon.close()

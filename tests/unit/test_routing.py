@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 
+from forwarder.buffers.base import Buffer
 from forwarder.buffers.memory import MemoryBuffer
 from forwarder.config import build
 from forwarder.routing import Router, Target
@@ -135,7 +136,16 @@ def test_source_without_targets_counts_received(metrics: Metrics) -> None:
     assert sample(metrics.registry, "forwarder_events_received_total", source="lonely") == 2
 
 
-async def _drain(buffer: MemoryBuffer, count: int) -> None:
+def _full_sink(metrics: Metrics, max_events: int) -> tuple[Router, Buffer]:
+    """A router whose source ``src`` feeds one block sink, its buffer full."""
+    router = Router(metrics)
+    target = _target("siem", "block", max_events=max_events)
+    router.add_target("src", target)
+    target.buffer.append(events(max_events))
+    return router, target.buffer
+
+
+async def _drain(buffer: Buffer, count: int) -> None:
     batch = await buffer.read(count, 1 << 30, 0)
     assert batch is not None and len(batch.events) == count
     buffer.ack(batch)
@@ -145,12 +155,7 @@ async def test_waiting_chunk_is_not_overtaken_by_later_small_ones(metrics: Metri
     """A large chunk waiting for room (as a TCP read does) gets it before small chunks that
     arrive after it (HTTP requests, datagrams), though each of those would fit sooner; they
     queue behind it and go in order once it is placed."""
-    router = Router(metrics)
-    target = _target("siem", "block", max_events=80)
-    router.add_target("src", target)
-    buffer = target.buffer
-    assert isinstance(buffer, MemoryBuffer)
-    buffer.append(events(80))
+    router, buffer = _full_sink(metrics, 80)
     big = asyncio.create_task(router.place(router.plan("src", events(40, start=100))))
     await asyncio.sleep(0)
     assert buffer.waiting_writers == 1
@@ -190,9 +195,7 @@ async def test_chunks_waiting_on_the_same_buffers_in_opposite_order_both_go(
     second = asyncio.create_task(router.place(router.plan("s2", events(2, start=20))))
     await asyncio.sleep(0.01)
     for target in (b, a):
-        buffer = target.buffer
-        assert isinstance(buffer, MemoryBuffer)
-        await _drain(buffer, 8)
+        await _drain(target.buffer, 8)
     assert await asyncio.wait_for(asyncio.gather(first, second), 1) == [True, True]
     assert a.buffer.depth_events == b.buffer.depth_events == 4
 
@@ -200,12 +203,7 @@ async def test_chunks_waiting_on_the_same_buffers_in_opposite_order_both_go(
 async def test_a_chunk_that_gives_up_leaves_the_line(metrics: Metrics) -> None:
     """A place() that times out (an HTTP 503) or is cancelled (a closed connection) stops
     holding up the chunks behind it."""
-    router = Router(metrics)
-    target = _target("siem", "block", max_events=8)
-    router.add_target("src", target)
-    buffer = target.buffer
-    assert isinstance(buffer, MemoryBuffer)
-    buffer.append(events(8))
+    router, buffer = _full_sink(metrics, 8)
     assert not await router.place(router.plan("src", events(8, start=10)), wait_secs=0.02)
     cancelled = asyncio.create_task(router.place(router.plan("src", events(8, start=20))))
     await asyncio.sleep(0)
