@@ -262,21 +262,22 @@ def test_in_place_and_copy_agree_and_envelope_follows(
     (copy on write) produce the same events, and every event's time and host are what its
     final object says, although only events whose envelope fields changed are read again."""
     policy = Policy.compile(parse_rules(rules), hash_key=b"k")
-    shared = [Event(orjson.dumps(o), "app", 1.0, obj=o) for o in objs]
-    for event in shared:
-        event.time, event.host = object_time(event.obj or {}), _host(event.obj or {})
+    shared = _ingested(objs)
     snapshot = copy.deepcopy(objs)
     copied = policy.apply_copy(shared).kept
     assert [e.obj for e in shared] == snapshot
-    owned = [Event(orjson.dumps(o), "app", 1.0, obj=o) for o in copy.deepcopy(objs)]
-    for event in owned:
-        event.time, event.host = object_time(event.obj or {}), _host(event.obj or {})
+    owned = _ingested(copy.deepcopy(objs))
     in_place = policy.apply(owned).kept
     assert [orjson.loads(e.raw) for e in in_place] == [orjson.loads(e.raw) for e in copied]
     for event in [*in_place, *copied]:
         obj = orjson.loads(event.raw)
         assert event.obj == obj
         assert (event.time, event.host) == (object_time(obj), _host(obj))
+
+
+def _ingested(objs: list[dict[str, Any]]) -> list[Event]:
+    """Events as ingest makes them: bytes, the parsed object, its time and host."""
+    return [Event(orjson.dumps(o), "app", 1.0, None, o, object_time(o), _host(o)) for o in objs]
 
 
 def _host(obj: dict[str, Any]) -> str | None:
