@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Event", "decode_object", "encode"]
+__all__ = ["Event", "decode_object", "encode", "parse_object"]
 
 
 class Event:
@@ -30,9 +30,11 @@ class Event:
         time: the event's own time (epoch seconds) when it carries one; see
             :func:`object_time`. Found at ingest, where the object is parsed anyway.
         host: the event's own top-level ``host`` string, found at ingest likewise.
+        view: while on the ingest path, when policies read only some fields: a dict of just
+            those top-level fields (see :mod:`forwarder.policy.view`), else None.
     """
 
-    __slots__ = ("host", "meta", "obj", "raw", "received", "source", "time")
+    __slots__ = ("host", "meta", "obj", "raw", "received", "source", "time", "view")
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class Event:
         obj: dict[str, Any] | None = None,
         time: float | None = None,
         host: str | None = None,
+        view: dict[str, Any] | None = None,
     ) -> None:
         self.raw = raw
         self.source = source
@@ -51,6 +54,7 @@ class Event:
         self.obj = obj
         self.time = time
         self.host = host
+        self.view = view
 
     @property
     def timestamp(self) -> float:
@@ -61,22 +65,14 @@ class Event:
         """The event as a dict: the ingest-time object, or a fresh parse of ``raw``."""
         if self.obj is not None:
             return self.obj
-        try:
-            value = orjson.loads(self.raw)
-        except orjson.JSONDecodeError:
-            # Bytes ingest accepted but orjson will not read (a number out of float range):
-            # the event still travels, as text, rather than wedge a sink that re-encodes.
-            return {
-                "message": self.raw.decode("utf-8", "replace"),
-                "forwarder_parse_error": "invalid_json",
-            }
-        return value if isinstance(value, dict) else {"message": value}
+        return parse_object(self.raw)
 
     def replace_object(self, obj: dict[str, Any], *, envelope: bool = True) -> None:
         """Swap in a changed object; the stored bytes, time and host follow it (a policy
         that redacts ``host`` must not see it sent in an envelope). ``envelope=False``: the
         change left :data:`ENVELOPE_FIELDS` alone, so time and host stand."""
         self.obj = obj
+        self.view = None  # it showed the object as it was
         self.raw = encode(obj)
         if not envelope:
             return
@@ -197,6 +193,20 @@ def decode_object(line: bytes) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """An event's bytes as a dict, whatever ingest accepted."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        # Bytes ingest accepted but orjson will not read (a number out of float range):
+        # the event still travels, as text, rather than wedge a sink that re-encodes.
+        return {
+            "message": raw.decode("utf-8", "replace"),
+            "forwarder_parse_error": "invalid_json",
+        }
+    return value if isinstance(value, dict) else {"message": value}
 
 
 def encode(value: Any) -> bytes:

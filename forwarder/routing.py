@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from forwarder.buffers.base import Buffer, BufferWriteError
 from forwarder.events import Event
+from forwarder.policy.view import ViewDecoder, decoder_for
 
 if TYPE_CHECKING:
     from forwarder.policy.engine import Policy
@@ -56,25 +57,35 @@ class Router:
         # Plain totals beside the metrics, for /api/status and `forwarder top`.
         self.received: dict[str, int] = {}
         self._tickets = count()
+        self._keep_objects = False
+        # How sources that can should decode events for the policies: views of the fields
+        # they read, or None for whole objects (no policy, or one changing every event).
+        self.view: ViewDecoder | None = None
+        self._policies_changed()
 
     @property
     def needs_objects(self) -> bool:
         """Whether sources should keep the parsed object on events (policy reads it)."""
-        return self.policy is not None or any(
-            t.policy is not None for ts in self.targets.values() for t in ts
-        )
+        return self._keep_objects
+
+    def _policies(self) -> list[Policy]:
+        policies = [t.policy for ts in self.targets.values() for t in ts if t.policy is not None]
+        return policies if self.policy is None else [self.policy, *policies]
 
     def add_target(self, source: str, target: Target) -> None:
         self.targets.setdefault(source, []).append(target)
-        self._keep_objects = self.needs_objects
+        self._policies_changed()
 
     def set_routes(self, targets: dict[str, list[Target]], policy: Policy | None) -> None:
         """Replace every route at once (start-up and reload)."""
         self.targets = targets
         self.policy = policy
-        self._keep_objects = self.needs_objects
+        self._policies_changed()
 
-    _keep_objects = False
+    def _policies_changed(self) -> None:
+        policies = self._policies()
+        self._keep_objects = bool(policies)
+        self.view = decoder_for(policies)
 
     def plan(self, source: str, events: list[Event]) -> Plan:
         # Received means taken from the client, whatever the policy then drops.
@@ -131,10 +142,11 @@ class Router:
                 continue
             plan.stored.append(target)
             if self._keep_objects:
-                # Parsed objects were for policy; in a buffer they would cost several times
-                # the event's bytes.
+                # Parsed objects and views were for policy; in a buffer they would cost
+                # several times the event's bytes.
                 for event in events:
                     event.obj = None
+                    event.view = None
         plan.parts = remaining
         if remaining:
             return False

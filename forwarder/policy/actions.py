@@ -22,6 +22,10 @@ __all__ = ["Redact", "Remove", "Rename", "Sampler", "SetFields", "Transform"]
 
 
 class Transform(Protocol):
+    # The fields the transform looks at before changing an event: views hold them, so an
+    # event with nothing to change is never parsed in full.
+    paths: frozenset[tuple[str, ...]]
+
     def apply(self, edits: Edits, selected: list[int]) -> None:
         """Change the ``selected`` events of ``edits``."""
         ...
@@ -36,6 +40,7 @@ class SetFields:
 
     def __init__(self, values: dict[str, Any]) -> None:
         self._values = [(_split(path), value) for path, value in values.items()]
+        self.paths = frozenset(parts for parts, _ in self._values)
         # A value that may match a pattern is text the event's bytes do not hold; after
         # writing it the bytes no longer vouch for the event (see PatternRedactor).
         self._adds_text = may_hold_secret(list(values.values()))
@@ -58,6 +63,7 @@ class Rename:
 
     def __init__(self, moves: dict[str, str]) -> None:
         self._moves = [(getter(src), _split(src), _split(dst)) for src, dst in moves.items()]
+        self.paths = frozenset(src for _, src, _ in self._moves)
 
     def apply(self, edits: Edits, selected: list[int]) -> None:
         objs = edits.objs
@@ -69,7 +75,7 @@ class Rename:
                 continue
             # Moving under the source itself ("a" -> "a.b") always works once it is gone.
             under_src = dst[: len(src)] == src
-            for i in selected:
+            for i in edits.needing(selected, src):
                 obj = objs[i]
                 if get(obj) is MISSING or not (under_src or settable(obj, dst)):
                     continue
@@ -81,6 +87,7 @@ class Remove:
 
     def __init__(self, paths: tuple[str, ...]) -> None:
         self._paths = [_split(path) for path in paths]
+        self.paths = frozenset(self._paths)
 
     def apply(self, edits: Edits, selected: list[int]) -> None:
         for parts in self._paths:
@@ -99,6 +106,7 @@ class Redact:
         digest = hasher(hash_key) if config.with_ == "hash" else None
         self._whole = _mask if digest is None else _whole_hasher(digest)
         self._fields = [_split(path) for path in config.fields]
+        self.paths = frozenset(self._fields)
         self._patterns = (
             PatternRedactor(config.patterns, config.regex, digest or _mask)
             if config.patterns or config.regex

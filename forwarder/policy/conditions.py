@@ -26,6 +26,7 @@ __all__ = [
     "Selector",
     "compile_condition",
     "compile_selector",
+    "condition_paths",
     "getter",
     "json_equal",
 ]
@@ -70,6 +71,18 @@ def getter(path: str) -> Getter:
         return value
 
     return get_deep
+
+
+def condition_paths(cond: ConditionConfig) -> set[tuple[str, ...]]:
+    """The field paths the condition reads."""
+    paths: set[tuple[str, ...]] = set()
+    for child in [*(cond.all_ or ()), *(cond.any_ or ())]:
+        paths |= condition_paths(child)
+    if cond.not_ is not None:
+        paths |= condition_paths(cond.not_)
+    if cond.field is not None:
+        paths.add(tuple(cond.field.split(".")))
+    return paths
 
 
 def json_equal(a: Any, b: Any) -> bool:

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from forwarder.events import ENVELOPE_FIELDS
+from forwarder.events import ENVELOPE_FIELDS, parse_object
 from forwarder.policy.conditions import MISSING, json_equal
 
 if TYPE_CHECKING:
@@ -32,23 +32,67 @@ class Edits:
         raws: per event, JSON bytes holding every string its object holds, or None once a
             change may have added text the bytes lack (pattern redaction then scans it).
         in_place: the objects belong to this batch alone and may be changed directly.
+        partial: the events whose ``objs`` entry is a view (:mod:`forwarder.policy.view`):
+            read by conditions, parsed in full from ``raws`` before any edit.
 
     ``scan`` is the search of the batch's bytes that pattern redaction makes once, on its
     first use, and every later redact rule of the batch reuses. ``envelope`` holds the events
     whose top-level time or host fields an edit may have changed: only theirs are read again.
     """
 
-    __slots__ = ("_owned", "changed", "envelope", "objs", "raws", "scan")
+    __slots__ = ("_owned", "_sources", "changed", "envelope", "objs", "partial", "raws", "scan")
 
-    def __init__(self, objs: list[Obj], raws: list[bytes | None], *, in_place: bool) -> None:
+    def __init__(
+        self,
+        objs: list[Obj],
+        raws: list[bytes | None],
+        *,
+        in_place: bool,
+        partial: set[int] | None = None,
+    ) -> None:
         self.objs = objs
         self.raws = raws
+        self.partial: set[int] = partial or set()
+        # The bytes a view's event is parsed from (``raws`` entries may be dropped).
+        self._sources = list(raws) if partial else []
         self.changed: set[int] = set()
         self.envelope: set[int] = set()
         self.scan: RawScan | None = None
         # Event index -> {id: container} of the copies made for it; keeping the containers
         # referenced keeps their ids from being reused while the batch runs.
         self._owned: dict[int, dict[int, Any]] | None = None if in_place else {}
+
+    def full(self, indexes: Iterable[int]) -> None:
+        """Parse in full those of ``indexes`` still seen through views: before editing them."""
+        partial = self.partial
+        if partial:
+            objs, sources = self.objs, self._sources
+            for i in indexes:
+                if i in partial:
+                    source = sources[i]
+                    assert source is not None  # events with views came with their bytes
+                    objs[i] = parse_object(source)
+                    partial.discard(i)
+
+    def needing(
+        self, selected: list[int], parts: tuple[str, ...], value: Any = MISSING
+    ) -> list[int]:
+        """``selected`` without the events whose views show that an edit at ``parts`` has
+        nothing to do (no value there; with ``value``, that value is there already), the
+        others parsed in full. The policies' views hold every path their edits name."""
+        partial = self.partial
+        if not partial:
+            return selected
+        objs = self.objs
+        kept: list[int] = []
+        for i in selected:
+            if i in partial:
+                current = _value_at(objs[i], parts)
+                if current is MISSING if value is MISSING else json_equal(current, value):
+                    continue
+                self.full((i,))
+            kept.append(i)
+        return kept
 
     @property
     def in_place(self) -> bool:
@@ -79,6 +123,8 @@ class Edits:
         """The writable dict holding ``parts[-1]``, every dict on the way made writable;
         the path up to it must exist and hold dicts."""
         self._note_envelope(parts, (i,))
+        if self.partial:
+            self.full((i,))
         if self._owned is None:
             node = self.objs[i]
             for part in parts[:-1]:
@@ -97,6 +143,8 @@ class Edits:
     def set(self, i: int, parts: tuple[str, ...], value: Any) -> bool:
         """Put ``value`` at ``parts``, creating dicts on the way. False, and no change, when
         a value on the way is not a dict or the value is already there."""
+        if self.partial:
+            self.full((i,))
         node: Any = self.objs[i]
         depth = 0
         for part in parts[:-1]:
@@ -121,6 +169,8 @@ class Edits:
 
     def pop(self, i: int, parts: tuple[str, ...]) -> Any:
         """Remove the value at ``parts`` and return it; :data:`MISSING` when absent."""
+        if self.partial:
+            self.full((i,))
         holder = _holder(self.objs[i], parts)
         if holder is None or parts[-1] not in holder:
             return MISSING
@@ -128,6 +178,8 @@ class Edits:
 
     def update(self, i: int, parts: tuple[str, ...], change: Callable[[Any], Any]) -> None:
         """Replace the value at ``parts`` by ``change(value)``; nothing when absent."""
+        if self.partial:
+            self.full((i,))
         holder = _holder(self.objs[i], parts)
         if holder is None:
             return
@@ -143,6 +195,7 @@ class Edits:
     ) -> list[int]:
         """:meth:`set` on each selected event (a deep copy of ``value`` each when ``fresh``);
         returns the events written."""
+        selected = self.needing(selected, parts, value)
         written: list[int] = []
         key = parts[-1]
         self._note_envelope(parts, selected)
@@ -160,6 +213,7 @@ class Edits:
 
     def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
         """:meth:`pop` on each selected event."""
+        selected = self.needing(selected, parts)
         key = parts[-1]
         self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
@@ -173,6 +227,7 @@ class Edits:
         self, selected: list[int], parts: tuple[str, ...], change: Callable[[Any], Any]
     ) -> None:
         """:meth:`update` on each selected event."""
+        selected = self.needing(selected, parts)
         key = parts[-1]
         self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
@@ -206,6 +261,7 @@ class Edits:
         """In place only: rename key ``parts[-1]`` to ``new`` in the dict holding it, on each
         selected event that has it; a value ``new`` held is replaced, in its position."""
         assert self._owned is None
+        selected = self.needing(selected, parts)
         old = parts[-1]
         self._note_envelope(parts, selected)
         self._note_envelope((*parts[:-1], new), selected)
@@ -222,6 +278,7 @@ class Edits:
 
     def replace(self, i: int, obj: Obj) -> None:
         """Event ``i`` is now ``obj`` (built from fresh containers where it differs)."""
+        self.partial.discard(i)
         self.objs[i] = obj
         self.changed.add(i)
         self.envelope.add(i)
@@ -237,6 +294,15 @@ def settable(obj: Obj, parts: tuple[str, ...]) -> bool:
         if type(node) is not dict:
             return False
     return True
+
+
+def _value_at(obj: Obj, parts: tuple[str, ...]) -> Any:
+    node: Any = obj
+    for part in parts:
+        if type(node) is not dict:
+            return MISSING
+        node = node.get(part, MISSING)
+    return node
 
 
 def _holder(obj: Obj, parts: tuple[str, ...]) -> Obj | None:

@@ -5,16 +5,20 @@ holds for, then acts on all of them in one call. Per event the effect is the rul
 ``drop`` and ``sample`` end the event's run, ``route`` narrows the set of sinks it may reach
 (an empty set drops it), transforms change it. An event whose object changed gets its bytes
 re-encoded once, after the last rule, whatever the number of rules that changed it.
+
+Events that come with a view (:mod:`forwarder.policy.view`) are read through it and parsed in
+full only when a rule is about to change them; the rest pass with their bytes untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from forwarder.events import Event
+from forwarder.events import Event, parse_object
 from forwarder.policy.actions import Redact, Remove, Rename, Sampler, SetFields, Transform
-from forwarder.policy.conditions import Selector, compile_selector
+from forwarder.policy.conditions import Selector, compile_selector, condition_paths
 from forwarder.policy.config import PolicyRuleConfig
 from forwarder.policy.edits import Edits
 
@@ -44,6 +48,8 @@ class _Rule:
     transform: Transform | None = None
     sinks: frozenset[str] | None = None
     sampler: Sampler | None = None
+    # The field paths the rule reads (condition, sample key, the fields it edits).
+    reads: frozenset[tuple[str, ...]] = frozenset()
 
 
 class Policy:
@@ -73,6 +79,16 @@ class Policy:
         """Rule names in order."""
         return [rule.name for rule in self._rules]
 
+    @property
+    def reads(self) -> frozenset[tuple[str, ...]]:
+        """Every field path the rules read: what a view of an event must hold for them."""
+        return frozenset().union(*(rule.reads for rule in self._rules))
+
+    @property
+    def changes_every_event(self) -> bool:
+        """Whether a rule sets fields on every event (whatever the event holds)."""
+        return any(rule.when is None and type(rule.transform) is SetFields for rule in self._rules)
+
     def apply(self, events: list[Event]) -> PolicyOutcome:
         """Run the batch through the rules; changed events are updated in place (their
         ``obj`` and ``raw``). For events owned by this caller alone."""
@@ -87,10 +103,10 @@ class Policy:
         rules = self._rules
         if not rules:
             return PolicyOutcome(list(events), [None] * len(events), {})
-        objs = [event.parsed() for event in events]
+        objs, partial = _objects(events)
         # The events' bytes hold every string their objects hold until a transform adds
         # text; pattern redaction uses them to clear most events in one scan.
-        edits = Edits(objs, [event.raw for event in events], in_place=not copy)
+        edits = Edits(objs, [event.raw for event in events], in_place=not copy, partial=partial)
         live = list(range(len(events)))
         routes: dict[int, frozenset[str]] = {}
         dropped: dict[str, int] = {}
@@ -127,6 +143,21 @@ class Policy:
         return PolicyOutcome(kept, [routes.get(i) for i in live], dropped)
 
 
+def _objects(events: list[Event]) -> tuple[list[dict[str, Any]], set[int]]:
+    """Per event its object, its view, or else its bytes parsed; and which are views."""
+    objs: list[dict[str, Any]] = []
+    partial: set[int] = set()
+    for i, event in enumerate(events):
+        if event.obj is not None:
+            objs.append(event.obj)
+        elif event.view is not None:
+            objs.append(event.view)
+            partial.add(i)
+        else:
+            objs.append(parse_object(event.raw))
+    return objs, partial
+
+
 def _route(
     routes: dict[int, frozenset[str]], sinks: frozenset[str], selected: list[int]
 ) -> list[int]:
@@ -145,13 +176,17 @@ def _route(
 def _compile_rule(index: int, rule: PolicyRuleConfig, hash_key: bytes | None) -> _Rule:
     name = rule.name or f"rule-{index}"
     when = compile_selector(rule.when) if rule.when is not None else None
+    reads = frozenset(condition_paths(rule.when)) if rule.when is not None else frozenset()
     then = rule.then
     if then.drop:
-        return _Rule(name, when)
+        return _Rule(name, when, reads=reads)
     if then.route is not None:
-        return _Rule(name, when, sinks=frozenset(then.route))
+        return _Rule(name, when, sinks=frozenset(then.route), reads=reads)
     if then.sample is not None:
-        return _Rule(name, when, sampler=Sampler(then.sample))
+        key = then.sample.key
+        if key is not None:
+            reads |= {tuple(key.split("."))}
+        return _Rule(name, when, sampler=Sampler(then.sample), reads=reads)
     transform: Transform
     if then.redact is not None:
         transform = Redact(then.redact, hash_key)
@@ -162,4 +197,4 @@ def _compile_rule(index: int, rule: PolicyRuleConfig, hash_key: bytes | None) ->
     else:
         assert then.remove is not None  # the config model guarantees exactly one action
         transform = Remove(then.remove)
-    return _Rule(name, when, transform=transform)
+    return _Rule(name, when, transform=transform, reads=reads | transform.paths)

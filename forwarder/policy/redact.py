@@ -246,6 +246,8 @@ class PatternRedactor:
                 edits.scan = RawScan(raws)
             hits = hint.hits(edits.scan)
             suspects = [i for i in selected if i in hits or raws[i] is None]
+        # Every string value is walked: the whole object, not a view of some fields.
+        edits.full(suspects)
         for i in suspects:
             obj = objs[i]
             new = self._walk(obj)

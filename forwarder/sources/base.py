@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,7 @@ from forwarder.events import Event, encode, object_time, parse_time
 
 if TYPE_CHECKING:
     from forwarder.config import SourceConfig
+    from forwarder.policy.view import ViewDecoder
     from forwarder.routing import Router
     from forwarder.telemetry.metrics import Metrics
 
@@ -92,15 +94,24 @@ _decode_head = msgspec.json.Decoder(_Head).decode
 
 
 def decode_lines(
-    lines: list[bytes], source: str, *, keep_objects: bool, wrap_invalid: bool
+    lines: list[bytes],
+    source: str,
+    *,
+    keep_objects: bool,
+    wrap_invalid: bool,
+    view: ViewDecoder | None = None,
 ) -> tuple[list[Event], int]:
     """Events from NDJSON lines, and how many lines were not JSON objects.
 
     An invalid line (not JSON, not an object, not UTF-8) is wrapped as ``{"message": <text>,
     "forwarder_parse_error": <why>}`` when ``wrap_invalid``, so nothing a client sent is lost;
-    otherwise it is left out. ``keep_objects`` (a policy will read them) parses into dicts.
+    otherwise it is left out. ``keep_objects`` (a policy will read them) gives each event
+    its ``view`` when a decoder is given, else parses each into a dict. A view is valid for
+    the policies in force when it was made: route the events before anything else runs.
     """
     if keep_objects:
+        if view is not None:
+            return _decode_views(lines, source, wrap_invalid, view.decode)
         return _decode_objects(lines, source, wrap_invalid)
     now = time.time()
     decode = _decode_head
@@ -137,6 +148,45 @@ def decode_lines(
         host = head.host
         append(
             Event(line, source, now, None, None, when, host if type(host) is str and host else None)
+        )
+    return events, invalid
+
+
+def _decode_views(
+    lines: list[bytes], source: str, wrap_invalid: bool, decode: Callable[[bytes], dict[str, Any]]
+) -> tuple[list[Event], int]:
+    now = time.time()
+    events: list[Event] = []
+    append = events.append
+    invalid = 0
+    for line in lines:
+        try:
+            view = decode(line)
+            if not line.isascii():
+                line.decode()
+        except msgspec.ValidationError:
+            # Not an object, or an object the view cannot hold: the full parse decides.
+            parsed, bad = _decode_objects([line], source, wrap_invalid)
+            events += parsed
+            invalid += bad
+            continue
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            invalid += 1
+            if wrap_invalid:
+                append(_wrap(line, "invalid_json", source, now, True))
+            continue
+        host = view.get("host")
+        append(
+            Event(
+                line,
+                source,
+                now,
+                None,
+                None,
+                object_time(view),
+                host if type(host) is str and host else None,
+                view,
+            )
         )
     return events, invalid
 

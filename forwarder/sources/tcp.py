@@ -110,8 +110,13 @@ class TcpSource(Source):
     def decode(self, lines: list[bytes]) -> list[Event]:
         """Events from one read's messages; invalid ones counted (and dropped if so set)."""
         wrap = self.config.on_invalid == "wrap"
+        router = self.ctx.router
         events, invalid = decode_lines(
-            lines, self.ctx.name, keep_objects=self.ctx.router.needs_objects, wrap_invalid=wrap
+            lines,
+            self.ctx.name,
+            keep_objects=router.needs_objects,
+            wrap_invalid=wrap,
+            view=router.view,
         )
         if invalid:
             self.ctx.ingest_error("invalid_json", invalid)
@@ -218,6 +223,9 @@ class _Connection(asyncio.Protocol):
 
     async def _after(self, previous: asyncio.Task[None], events: list[Event]) -> None:
         await previous
+        # A reload while waiting may have brought policies reading fields these views lack.
+        for event in events:
+            event.view = None
         router = self.ctx.router
         await router.place(router.plan(self.ctx.name, events))
         if self.transport is not None:
