@@ -109,17 +109,17 @@ class _Hint:
 class RawScan:
     """One batch's event bytes, searched once for every hint of every redact rule.
 
-    The texts are joined and each search runs once over the whole; only a search that finds
-    its literal somewhere is then repeated per text to tell which events hold it. A NUL byte
-    cannot occur in JSON text, so it separates the texts without creating or hiding a match.
-    Results are kept per (literal, view), so a second redact rule looking for the same
-    thing costs a dict lookup.
+    The texts are joined and each search runs over the whole; an event holds the literal
+    when a match falls inside its text, whose index is the number of separators before the
+    match. A NUL byte cannot occur in JSON text, so it separates the texts without creating or
+    hiding a match. Results are kept per (literal, view), so a second redact rule looking for
+    the same thing costs a dict lookup.
 
     Arguments:
         raws: per event, its JSON bytes, or None for an event the scan need not vouch for.
     """
 
-    __slots__ = ("_found", "_parts", "_texts", "_views", "_whole")
+    __slots__ = ("_found", "_texts", "_views", "_whole")
 
     def __init__(self, raws: list[bytes | None]) -> None:
         self._texts = [raw or b"" for raw in raws]
@@ -127,7 +127,6 @@ class RawScan:
         # Bytes that are not JSON (cannot happen for parsed events) fall back to per-text.
         self._whole = blob.count(b"\x00") == len(self._texts) - 1
         self._views: dict[int, bytes] = {_PLAIN: blob}
-        self._parts: dict[int, list[bytes]] = {_PLAIN: self._texts}
         self._found: dict[tuple[bytes, int], set[int]] = {}
 
     def holding(self, literal: bytes, view: int) -> set[int]:
@@ -135,11 +134,29 @@ class RawScan:
         key = (literal, view)
         found = self._found.get(key)
         if found is None:
-            if self._whole and literal not in self._view(view):
-                found = set()
-            else:
-                found = {k for k, part in enumerate(self._split(view)) if literal in part}
-            self._found[key] = found
+            found = self._found[key] = self._locate(literal, view)
+        return found
+
+    def _locate(self, literal: bytes, view: int) -> set[int]:
+        if not self._whole:
+            return {
+                k
+                for k, text in enumerate(self._texts)
+                if literal in (text if view == _PLAIN else _transform(text, view))
+            }
+        data = self._view(view)
+        found: set[int] = set()
+        index = counted = 0
+        at = data.find(literal)
+        while at != -1:
+            # Separators are counted once each, between one match and the next.
+            index += data.count(b"\x00", counted, at)
+            counted = at
+            found.add(index)
+            end = data.find(b"\x00", at)
+            if end == -1:
+                break
+            at = data.find(literal, end)
         return found
 
     def _view(self, view: int) -> bytes:
@@ -147,16 +164,6 @@ class RawScan:
         if data is None:
             data = self._views[view] = _transform(self._views[_PLAIN], view)
         return data
-
-    def _split(self, view: int) -> list[bytes]:
-        parts = self._parts.get(view)
-        if parts is None:
-            if self._whole:
-                parts = self._view(view).split(b"\x00")
-            else:
-                parts = [_transform(text, view) for text in self._texts]
-            self._parts[view] = parts
-        return parts
 
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:

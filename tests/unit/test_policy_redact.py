@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
-from forwarder.policy.redact import luhn_valid
+from forwarder.policy.redact import _DIGITS, _LOWER, _PLAIN, RawScan, _transform, luhn_valid
 
 ALL = ["credit_card", "aws_key", "bearer_token", "email"]
 
@@ -241,3 +241,21 @@ def test_no_secret_survives_in_a_batch(cases: list[Any], sink: bool) -> None:
             assert not any(secret in text for secret in present)
     if sink:
         assert [e.raw for e in events] == before
+
+
+_TEXT = st.binary(max_size=12).map(lambda b: b.replace(b"\x00", b""))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    texts=st.lists(st.none() | _TEXT, max_size=8),
+    literal=st.sampled_from([b"a", b"ab", b"\\", b"0000"]),
+    view=st.sampled_from([_PLAIN, _LOWER, _DIGITS]),
+)
+def test_batch_scan_finds_exactly_the_texts_holding_a_literal(
+    texts: list[bytes | None], literal: bytes, view: int
+) -> None:
+    """One search over the joined batch names the same events as a search of each text."""
+    views = {_PLAIN: lambda t: t, _LOWER: bytes.lower, _DIGITS: lambda t: _transform(t, _DIGITS)}
+    expected = {k for k, text in enumerate(texts) if literal in views[view](text or b"")}
+    assert RawScan(texts).holding(literal, view) == expected
