@@ -84,14 +84,29 @@ class Edits:
         if not partial:
             return selected
         objs = self.objs
-        kept: list[int] = []
-        for i in selected:
-            if i in partial:
-                current = _value_at(objs[i], parts)
-                if current is MISSING if value is MISSING else json_equal(current, value):
-                    continue
-                self.full((i,))
-            kept.append(i)
+        # A view holds a key exactly when the event does, and an object on the way to a read
+        # path is an object in both; most edits name a field one or two keys deep.
+        if value is not MISSING:
+            kept = [
+                i
+                for i in selected
+                if i not in partial or not json_equal(_value_at(objs[i], parts), value)
+            ]
+        elif len(parts) == 1:
+            key = parts[0]
+            kept = [i for i in selected if i not in partial or key in objs[i]]
+        elif len(parts) == 2:
+            outer, inner = parts
+            kept = [
+                i
+                for i in selected
+                if i not in partial or (type(d := objs[i].get(outer)) is dict and inner in d)
+            ]
+        else:
+            kept = [
+                i for i in selected if i not in partial or _value_at(objs[i], parts) is not MISSING
+            ]
+        self.full(kept)
         return kept
 
     @property

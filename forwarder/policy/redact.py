@@ -50,8 +50,9 @@ PATTERNS: dict[str, str] = {
 
 # What any match of a pattern contains, checked with substring tests (C speed) before the
 # alternation, which Python's regex engine has to try at every position of a text.
-_LITERALS = {"aws_key": (b"AKIA", b"ASIA"), "email": (b"@",)}
-_FOLDED = {"bearer_token": (b"bearer", b"eyj")}  # looked for in the lower-cased text
+_LITERALS = {"aws_key": (b"AKIA", b"ASIA"), "bearer_token": (b"eyJ",), "email": (b"@",)}
+# Looked for in the lower-cased text ("Bearer", "BEARER"); a JWT's "eyJ" has one case only.
+_FOLDED = {"bearer_token": (b"bearer",)}
 # A card's digits, with its single spaces or dashes deleted and every digit read as 0, are
 # a run of at least 13 zeros.
 _AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
