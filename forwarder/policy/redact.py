@@ -147,6 +147,10 @@ class RawScan:
             }
         data = self._view(view)
         found: set[int] = set()
+        # A byte of the literal the batch lacks rules it out at memchr speed; most
+        # multi-byte searches cost far more.
+        if any(byte not in data for byte in set(literal)):
+            return found
         index = counted = 0
         at = data.find(literal)
         while at != -1:
