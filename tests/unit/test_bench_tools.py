@@ -315,3 +315,10 @@ def test_policy_bench_reports_stage_floor_and_each_rule() -> None:
         assert label in out
     timed = out.split("each rule alone", 1)[1]
     assert [rule.name for rule in rules] == [line.split()[0] for line in timed.splitlines()[1:]]
+    # The bench policy tags every event: no views. The read-mostly one decodes views.
+    assert "(no views: a rule sets fields on every event" in out
+    other = Path(policy_bench.__file__).parent / "configs" / "policy-10-rules-read-mostly.yaml"
+    out = subprocess.run(
+        [*command, "--rules", str(other)], capture_output=True, text=True, check=True, timeout=120
+    ).stdout
+    assert "(10 rules," in out and "view of 11 fields:" in out
