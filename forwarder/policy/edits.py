@@ -17,7 +17,7 @@ from forwarder.events import ENVELOPE_FIELDS, parse_object
 from forwarder.policy.conditions import MISSING, json_equal
 
 if TYPE_CHECKING:
-    from forwarder.policy.redact import RawScan
+    from forwarder.policy.scan import RawScan
 
 __all__ = ["Edits", "Obj"]
 

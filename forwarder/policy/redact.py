@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from forwarder.policy.scan import ATEXT, Hint, RawScan
+
 if TYPE_CHECKING:
     from forwarder.policy.edits import Edits
 
@@ -24,7 +26,6 @@ __all__ = [
     "MASK",
     "PATTERNS",
     "PatternRedactor",
-    "RawScan",
     "combined_pattern",
     "hasher",
     "luhn_valid",
@@ -33,7 +34,6 @@ __all__ = [
 
 MASK = "[REDACTED]"
 
-_ATEXT = r"A-Za-z0-9.!#$%&'*+/=?^_`{|}~-"
 PATTERNS: dict[str, str] = {
     # A run of 13+ digits with single spaces or dashes between them; which part of the run
     # is a card number is decided by _cards (Luhn over 13 to 19 digits).
@@ -45,130 +45,13 @@ PATTERNS: dict[str, str] = {
     ),
     # The look-behind makes a match start where a run of address characters starts, so a
     # long run without "@" is scanned once, not once per position.
-    "email": rf"(?<![{_ATEXT}])[{_ATEXT}]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
+    "email": rf"(?<![{ATEXT}])[{ATEXT}]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+",
 }
 
-# What any match of a pattern contains, checked with substring tests (C speed) before the
-# alternation, which Python's regex engine has to try at every position of a text.
-_LITERALS = {"aws_key": (b"AKIA", b"ASIA"), "bearer_token": (b"eyJ",), "email": (b"@",)}
-# Looked for in the lower-cased text ("Bearer", "BEARER"); a JWT's "eyJ" has one case only.
-_FOLDED = {"bearer_token": (b"bearer",)}
-# A card's digits, with its single spaces or dashes deleted and every digit read as 0, are
-# a run of at least 13 zeros.
-_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_CARD_DIGITS = b"0" * 13
 _BUILTIN_PREFIX = "_p_"
 _USER_PREFIX = "_r"
 _DIGIT_GROUP = re.compile(r"[0-9]+")
 _DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-# How _Hint and RawScan look at bytes: as they are, lower-cased, or with digits read as 0 and
-# spaces and dashes deleted (the credit-card test).
-_PLAIN, _LOWER, _DIGITS = 0, 1, 2
-
-
-def _transform(data: bytes, view: int) -> bytes:
-    if view == _LOWER:
-        return data.lower()
-    return data.translate(_AS_ZERO, b" -")
-
-
-class _Hint:
-    """A quick test on UTF-8 text that is true whenever one of the built-in patterns matches
-    in it (and sometimes when none does)."""
-
-    def __init__(self, patterns: Sequence[str]) -> None:
-        self._literals = [lit for name in patterns for lit in _LITERALS.get(name, ())]
-        self._folded = [lit for name in patterns for lit in _FOLDED.get(name, ())]
-        self._cards = "credit_card" in patterns
-
-    def __call__(self, data: bytes) -> bool:
-        for literal in self._literals:
-            if literal in data:
-                return True
-        if self._folded:
-            folded = _transform(data, _LOWER)
-            for literal in self._folded:
-                if literal in folded:
-                    return True
-        return self._cards and _CARD_DIGITS in _transform(data, _DIGITS)
-
-    def hits(self, scan: RawScan) -> set[int]:
-        """Events of the batch whose bytes this hint holds for, or that hold a backslash
-        (escapes, whose decoded text may hold what the bytes do not show)."""
-        found = set(scan.holding(b"\\", _PLAIN))
-        for literal in self._literals:
-            found |= scan.holding(literal, _PLAIN)
-        for literal in self._folded:
-            found |= scan.holding(literal, _LOWER)
-        if self._cards:
-            found |= scan.holding(_CARD_DIGITS, _DIGITS)
-        return found
-
-
-class RawScan:
-    """One batch's event bytes, searched once for every hint of every redact rule.
-
-    The texts are joined and each search runs over the whole; an event holds the literal
-    when a match falls inside its text, whose index is the number of separators before the
-    match. A NUL byte cannot occur in JSON text, so it separates the texts without creating or
-    hiding a match. Results are kept per (literal, view), so a second redact rule looking for
-    the same thing costs a dict lookup.
-
-    Arguments:
-        raws: per event, its JSON bytes, or None for an event the scan need not vouch for.
-    """
-
-    __slots__ = ("_found", "_texts", "_views", "_whole")
-
-    def __init__(self, raws: list[bytes | None]) -> None:
-        self._texts = [raw or b"" for raw in raws]
-        blob = b"\x00".join(self._texts)
-        # Bytes that are not JSON (cannot happen for parsed events) fall back to per-text.
-        self._whole = blob.count(b"\x00") == len(self._texts) - 1
-        self._views: dict[int, bytes] = {_PLAIN: blob}
-        self._found: dict[tuple[bytes, int], set[int]] = {}
-
-    def holding(self, literal: bytes, view: int) -> set[int]:
-        """Indexes of the events whose bytes, seen through ``view``, contain ``literal``."""
-        key = (literal, view)
-        found = self._found.get(key)
-        if found is None:
-            found = self._found[key] = self._locate(literal, view)
-        return found
-
-    def _locate(self, literal: bytes, view: int) -> set[int]:
-        if not self._whole:
-            return {
-                k
-                for k, text in enumerate(self._texts)
-                if literal in (text if view == _PLAIN else _transform(text, view))
-            }
-        data = self._view(view)
-        found: set[int] = set()
-        # A byte of the literal the batch lacks rules it out at memchr speed; most
-        # multi-byte searches cost far more.
-        if any(byte not in data for byte in set(literal)):
-            return found
-        index = counted = 0
-        at = data.find(literal)
-        while at != -1:
-            # Separators are counted once each, between one match and the next.
-            index += data.count(b"\x00", counted, at)
-            counted = at
-            found.add(index)
-            end = data.find(b"\x00", at)
-            if end == -1:
-                break
-            at = data.find(literal, end)
-        return found
-
-    def _view(self, view: int) -> bytes:
-        data = self._views.get(view)
-        if data is None:
-            data = self._views[view] = _transform(self._views[_PLAIN], view)
-        return data
 
 
 def combined_pattern(patterns: Sequence[str], regexes: Sequence[str]) -> str:
@@ -240,7 +123,7 @@ class PatternRedactor:
         self._card = re.compile(PATTERNS["credit_card"]) if "credit_card" in patterns else None
         self._replace = replace
         # User regexes have no hint (and may be anchored): with them every string is tried.
-        self._hint = None if regexes else _Hint(patterns)
+        self._hint = None if regexes else Hint(patterns)
 
     def redact(self, edits: Edits, selected: list[int]) -> None:
         """Replace every match in the ``selected`` events; an event with a match becomes a

@@ -3,6 +3,7 @@ generated secret survives anywhere in an event."""
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Iterator
 from typing import Any
@@ -14,9 +15,29 @@ from hypothesis import strategies as st
 
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
-from forwarder.policy.redact import _DIGITS, _LOWER, _PLAIN, RawScan, _transform, luhn_valid
+from forwarder.policy.redact import PATTERNS, luhn_valid
+from forwarder.policy.scan import (
+    _DIGITS,
+    _LOWER,
+    _PLAIN,
+    _PREFILTERS,
+    Hint,
+    RawScan,
+    _transform,
+    fast_search,
+)
 
 ALL = ["credit_card", "aws_key", "bearer_token", "email"]
+_SEARCHES = ["literals", *(["hyperscan"] if fast_search() else [])]
+
+
+@pytest.fixture(autouse=True, params=_SEARCHES)
+def search(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs with each way of searching a batch that this machine has."""
+    was = fast_search()
+    fast_search(request.param == "hyperscan")
+    yield request.param
+    fast_search(was)
 
 
 def _policy(with_: str = "mask", regex: list[str] | None = None) -> Policy:
@@ -259,3 +280,55 @@ def test_batch_scan_finds_exactly_the_texts_holding_a_literal(
     views = {_PLAIN: lambda t: t, _LOWER: bytes.lower, _DIGITS: lambda t: _transform(t, _DIGITS)}
     expected = {k for k, text in enumerate(texts) if literal in views[view](text or b"")}
     assert RawScan(texts).holding(literal, view) == expected
+
+
+# Texts made of the pieces secrets are made of, so that the patterns match often.
+_PIECES = st.sampled_from(
+    [
+        "4111",
+        "1111",
+        "1",
+        " ",
+        "-",
+        "AKIA",
+        "ASIA",
+        "ABCD",
+        "EFGH1234",
+        "Bearer",
+        "bearer",
+        "\t",
+        "tok",
+        "eyJ",
+        "x",
+        ".",
+        "@",
+        "a.b",
+        "mail",
+        "=",
+        "\\",
+        "é",
+        '"',
+        "~",
+    ]
+)
+_SECRETY = st.lists(_PIECES, max_size=12).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts=st.lists(_SECRETY, max_size=6), names=st.sets(st.sampled_from(ALL), min_size=1))
+def test_batch_search_finds_every_text_a_pattern_matches(texts: list[str], names: set[str]) -> None:
+    """Whatever the search: every text one of the patterns matches in is a suspect; where
+    Hyperscan searches, exactly the texts a prefilter matches in (or holding a backslash)
+    are."""
+    raws = [text.encode() for text in texts]
+    hits = Hint(sorted(names)).hits(RawScan(list(raws)))
+    for k, text in enumerate(texts):
+        if "\\" in text or any(re.search(PATTERNS[name], text) for name in names):
+            assert k in hits
+    if fast_search() and names != {"email"}:  # an "@" alone is found faster without it
+        wanted = [*names, "escape"]
+        assert hits == {
+            k
+            for k, raw in enumerate(raws)
+            if any(re.search(_PREFILTERS[name], raw) for name in wanted)
+        }
