@@ -125,6 +125,9 @@ def object_time(obj: dict[str, Any], fields: tuple[str, ...] = TIME_FIELDS) -> f
         value = obj.get(name)
         if value is None:
             continue
+        if type(value) is float:
+            # Epoch seconds, the common case, without a call (ms past the year 33658 as s).
+            return value / 1000.0 if value > 1e12 else value
         parsed = parse_time(value)
         if parsed is not None:
             return parsed
