@@ -29,6 +29,7 @@ __all__ = [
     "condition_paths",
     "getter",
     "json_equal",
+    "value_at",
 ]
 
 
@@ -62,15 +63,17 @@ def getter(path: str) -> Getter:
 
         return get_two
 
-    def get_deep(obj: dict[str, Any]) -> Any:
-        value: Any = obj
-        for part in parts:
-            if type(value) is not dict:
-                return MISSING
-            value = value.get(part, MISSING)
-        return value
+    return lambda obj: value_at(obj, parts)
 
-    return get_deep
+
+def value_at(obj: dict[str, Any], parts: Sequence[str]) -> Any:
+    """The value at the path ``parts``, or :data:`MISSING`."""
+    value: Any = obj
+    for part in parts:
+        if type(value) is not dict:
+            return MISSING
+        value = value.get(part, MISSING)
+    return value
 
 
 def condition_paths(cond: ConditionConfig) -> set[tuple[str, ...]]:

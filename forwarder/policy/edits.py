@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from forwarder.events import ENVELOPE_FIELDS, parse_object
-from forwarder.policy.conditions import MISSING, json_equal
+from forwarder.policy.conditions import MISSING, json_equal, value_at
 
 if TYPE_CHECKING:
     from forwarder.policy.scan import RawScan
@@ -40,7 +40,7 @@ class Edits:
     whose top-level time or host fields an edit may have changed: only theirs are read again.
     """
 
-    __slots__ = ("_owned", "_sources", "changed", "envelope", "objs", "partial", "raws", "scan")
+    __slots__ = ("_owned", "changed", "envelope", "objs", "partial", "raws", "scan")
 
     def __init__(
         self,
@@ -53,8 +53,6 @@ class Edits:
         self.objs = objs
         self.raws = raws
         self.partial: set[int] = partial or set()
-        # The bytes a view's event is parsed from (``raws`` entries may be dropped).
-        self._sources = list(raws) if partial else []
         self.changed: set[int] = set()
         self.envelope: set[int] = set()
         self.scan: RawScan | None = None
@@ -66,12 +64,13 @@ class Edits:
         """Parse in full those of ``indexes`` still seen through views: before editing them."""
         partial = self.partial
         if partial:
-            objs, sources = self.objs, self._sources
+            objs, raws = self.objs, self.raws
             for i in indexes:
                 if i in partial:
-                    source = sources[i]
-                    assert source is not None  # events with views came with their bytes
-                    objs[i] = parse_object(source)
+                    raw = raws[i]
+                    # Only an edit drops an event's bytes, and an edit parses it in full first.
+                    assert raw is not None
+                    objs[i] = parse_object(raw)
                     partial.discard(i)
 
     def needing(
@@ -90,7 +89,7 @@ class Edits:
             kept = [
                 i
                 for i in selected
-                if i not in partial or not json_equal(_value_at(objs[i], parts), value)
+                if i not in partial or not json_equal(value_at(objs[i], parts), value)
             ]
         elif len(parts) == 1:
             key = parts[0]
@@ -104,7 +103,7 @@ class Edits:
             ]
         else:
             kept = [
-                i for i in selected if i not in partial or _value_at(objs[i], parts) is not MISSING
+                i for i in selected if i not in partial or value_at(objs[i], parts) is not MISSING
             ]
         self.full(kept)
         return kept
@@ -309,15 +308,6 @@ def settable(obj: Obj, parts: tuple[str, ...]) -> bool:
         if type(node) is not dict:
             return False
     return True
-
-
-def _value_at(obj: Obj, parts: tuple[str, ...]) -> Any:
-    node: Any = obj
-    for part in parts:
-        if type(node) is not dict:
-            return MISSING
-        node = node.get(part, MISSING)
-    return node
 
 
 def _holder(obj: Obj, parts: tuple[str, ...]) -> Obj | None:
