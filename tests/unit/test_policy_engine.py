@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from forwarder.events import Event, object_time
 from forwarder.policy import Policy, PolicyRuleConfig, parse_rules
 from forwarder.policy.cli import run_policy_test
+from tests.policy_strategies import KEYS, PATHS, objects, scalars
 
 
 def _compile(text: str) -> Policy:
@@ -221,31 +222,19 @@ def test_sink_copy_and_global_in_place_agree() -> None:
     assert result["client"]["ip"].startswith("sha256:")
 
 
-_KEYS = ("time", "host", "a", "b")
-_PATHS = st.lists(st.sampled_from(_KEYS), min_size=1, max_size=3).map(".".join)
-_SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-5, 5),
-    st.sampled_from(["2024-05-01T10:00:00Z", "1717236000", "h1", "x@y.io", ""]),
-)
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3),
-    max_leaves=6,
-)
-_OBJECTS = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4)
+_SCALARS = scalars()
+_OBJECTS = objects(_SCALARS)
 _RULES = st.lists(
     st.one_of(
-        st.builds(lambda p, v: {"then": {"set": {p: v}}}, _PATHS, _SCALARS),
-        st.builds(lambda a, b: {"then": {"rename": {a: b}}}, _PATHS, _PATHS),
+        st.builds(lambda p, v: {"then": {"set": {p: v}}}, PATHS, _SCALARS),
+        st.builds(lambda a, b: {"then": {"rename": {a: b}}}, PATHS, PATHS),
         st.builds(
             lambda a, b: {"then": {"rename": {f"{a}.{b}": f"{a}.{b[::-1]}x"}}},
-            st.sampled_from(_KEYS),
-            st.sampled_from(_KEYS),
+            st.sampled_from(KEYS),
+            st.sampled_from(KEYS),
         ),
-        st.builds(lambda p: {"then": {"remove": [p]}}, _PATHS),
-        st.builds(lambda p: {"then": {"redact": {"fields": [p], "with": "hash"}}}, _PATHS),
+        st.builds(lambda p: {"then": {"remove": [p]}}, PATHS),
+        st.builds(lambda p: {"then": {"redact": {"fields": [p], "with": "hash"}}}, PATHS),
         st.just({"then": {"redact": {"patterns": ["email", "credit_card"]}}}),
     ),
     min_size=1,

@@ -16,6 +16,7 @@ from forwarder.policy.view import view_decoder
 from forwarder.routing import Router, Target
 from forwarder.sources.base import decode_lines
 from forwarder.telemetry.metrics import Metrics
+from tests.policy_strategies import PATHS, objects, scalars
 
 
 def _compile(text: str) -> Policy:
@@ -107,38 +108,22 @@ class _NoBuffer:
     """Routing reads no buffer until a chunk is placed."""
 
 
-_KEYS = ("time", "host", "a", "b")
-_PATHS = st.lists(st.sampled_from(_KEYS), min_size=1, max_size=3).map(".".join)
-_SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-5, 5),
-    st.floats(-10, 10, allow_nan=False),
-    st.sampled_from(["2024-05-01T10:00:00Z", "1717236000", "h1", "x@y.io", ""]),
-)
-_VALUES = st.recursive(
-    _SCALARS,
-    lambda inner: st.one_of(
-        st.dictionaries(st.sampled_from(_KEYS), inner, max_size=3),
-        st.lists(inner, max_size=2),
-    ),
-    max_leaves=6,
-)
-_OBJECTS = st.dictionaries(st.sampled_from(_KEYS), _VALUES, max_size=4)
+_SCALARS = scalars(floats=True)
+_OBJECTS = objects(_SCALARS, lists=True)
 _WHEN = st.one_of(
-    st.builds(lambda p, v: {"field": p, "equals": v}, _PATHS, _SCALARS),
-    st.builds(lambda p: {"field": p, "exists": True}, _PATHS),
-    st.builds(lambda p: {"field": p, "gt": 0}, _PATHS),
-    st.builds(lambda p: {"not": {"field": p, "in": ["h1", "", 1]}}, _PATHS),
+    st.builds(lambda p, v: {"field": p, "equals": v}, PATHS, _SCALARS),
+    st.builds(lambda p: {"field": p, "exists": True}, PATHS),
+    st.builds(lambda p: {"field": p, "gt": 0}, PATHS),
+    st.builds(lambda p: {"not": {"field": p, "in": ["h1", "", 1]}}, PATHS),
 )
 _THEN = st.one_of(
     st.just("drop"),
     st.just({"route": ["s1"]}),
-    st.builds(lambda p: {"sample": {"rate": 2, "key": p}}, _PATHS),
-    st.builds(lambda p, v: {"set": {p: v}}, _PATHS, _SCALARS),
-    st.builds(lambda a, b: {"rename": {a: b}}, _PATHS, _PATHS),
-    st.builds(lambda p: {"remove": [p]}, _PATHS),
-    st.builds(lambda p: {"redact": {"fields": [p], "with": "hash"}}, _PATHS),
+    st.builds(lambda p: {"sample": {"rate": 2, "key": p}}, PATHS),
+    st.builds(lambda p, v: {"set": {p: v}}, PATHS, _SCALARS),
+    st.builds(lambda a, b: {"rename": {a: b}}, PATHS, PATHS),
+    st.builds(lambda p: {"remove": [p]}, PATHS),
+    st.builds(lambda p: {"redact": {"fields": [p], "with": "hash"}}, PATHS),
     st.just({"redact": {"patterns": ["email"]}}),
 )
 _RULES = st.lists(
