@@ -10,6 +10,7 @@ import yaml
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from forwarder.buffers.memory import MemoryBuffer
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
 from forwarder.policy.view import view_decoder
@@ -98,14 +99,11 @@ def test_router_uses_views_unless_a_policy_sets_fields_on_every_event() -> None:
     router = Router(Metrics(), _compile("- {when: {field: a, equals: x}, then: drop}"))
     assert router.view is not None and not router.view.covers([("b", "c")])
     sink_policy = _compile("- {then: {redact: {fields: [b.c]}}}")
-    router.set_routes({"app": [Target("s", _NoBuffer(), "block", sink_policy)]}, router.policy)
+    buffer = MemoryBuffer("s", max_events=10, max_bytes=10_000)
+    router.set_routes({"app": [Target("s", buffer, "block", sink_policy)]}, router.policy)
     assert router.view is not None and router.view.covers([("a",), ("b", "c")])
     router.set_routes(router.targets, _compile("- {then: {set: {tag: t}}}"))
     assert router.needs_objects and router.view is None
-
-
-class _NoBuffer:
-    """Routing reads no buffer until a chunk is placed."""
 
 
 _SCALARS = scalars(floats=True)
