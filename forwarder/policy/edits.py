@@ -135,10 +135,9 @@ class Edits:
 
     def _parent(self, i: int, parts: tuple[str, ...]) -> Obj:
         """The writable dict holding ``parts[-1]``, every dict on the way made writable;
-        the path up to it must exist and hold dicts."""
+        the path up to it must exist and hold dicts, and the event be parsed in full (its
+        callers see to it)."""
         self._note_envelope(parts, (i,))
-        if self.partial:
-            self.full((i,))
         if self._owned is None:
             node = self.objs[i]
             for part in parts[:-1]:

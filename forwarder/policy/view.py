@@ -49,7 +49,7 @@ class ViewDecoder:
     def __init__(self, paths: frozenset[Path]) -> None:
         self.paths = paths
         tree: _Tree = {}
-        for path in sorted(paths | {(name,) for name in ENVELOPE_FIELDS}, key=len):
+        for path in paths | {(name,) for name in ENVELOPE_FIELDS}:
             _insert(tree, path)
         self.decode: Callable[[bytes], dict[str, Any]] = msgspec.json.Decoder(
             _typed_dict(tree)
@@ -76,6 +76,7 @@ def view_decoder(paths: frozenset[Path]) -> ViewDecoder:
 
 
 def _insert(tree: _Tree, path: Path) -> None:
+    # In any order of insertion a path read whole ends up a leaf, holding all below it.
     node = tree
     for part in path[:-1]:
         child = node.setdefault(part, {})
