@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from typing import Any
 
 import structlog
@@ -12,11 +13,12 @@ from aiohttp import web
 
 from forwarder import __version__
 from forwarder.config import Config, ConfigError, load_default, load_file
+from forwarder.handoff import Receiver
 from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
 from forwarder.telemetry.metrics import Metrics
 from forwarder.topology import Topology
-from forwarder.worker import report_ready, worker_overrides
+from forwarder.worker import handoff_channel, report_ready, worker_overrides
 
 log = structlog.get_logger()
 
@@ -57,6 +59,8 @@ class Daemon:
         self._interrupts = 0
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # A worker's channel for the connections the supervisor accepts (forwarder.handoff).
+        self._receiver: Receiver | None = None
 
     # -- views -------------------------------------------------------------------------------
 
@@ -157,12 +161,24 @@ class Daemon:
         self.state = "running"
         self.metrics.ready.set(1)
         if self.instance is not None:
+            channel = handoff_channel()
+            if channel is not None:
+                self._receiver = Receiver(channel, self._adopt)
+                self._receiver.start()
             report_ready(self.admin.bound)
         else:
             self._banner()
         await self.notifier.start()
         self.notifier.ready(self._status_line())
         self._spawn(self._status_loop())
+
+    def _adopt(self, name: str, sock: socket.socket) -> None:
+        source = self.topology.sources.get(name)
+        if source is None:
+            # Removed by a reload: the supervisor closes its port once the workers reloaded.
+            sock.close()
+            return
+        source.adopt(sock)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -194,6 +210,8 @@ class Daemon:
             task.cancel()
         timeout = self.config.settings.shutdown_timeout_secs
         log.info("stopping", shutdown_timeout_secs=timeout)
+        if self._receiver is not None:
+            self._receiver.stop()
         await self.topology.stop_sources()
         drained = await self.topology.drain(timeout)
         left = await self.topology.stop_sinks()

@@ -1,9 +1,11 @@
 """``workers: N``: N worker processes share the ingest ports, one supervisor faces the world.
 
-Each worker is a full pipeline (its own sources, buffers and sinks) bound to the same ports
-with ``SO_REUSEPORT``, so the kernel spreads connections over the cores. The supervisor owns
-the admin port (metrics and status summed over the workers), systemd notifications and the
-signals: SIGTERM/SIGINT and SIGHUP are passed on, and a worker that dies is started again.
+Each worker is a full pipeline (its own sources, buffers and sinks). The supervisor listens on
+the TCP-based ingest ports and hands each connection to the next ready worker
+(:mod:`forwarder.handoff`), so the connections, and the cores, are shared evenly; UDP ports are
+shared with ``SO_REUSEPORT``. The supervisor owns the admin port (metrics and status summed
+over the workers), systemd notifications and the signals: SIGTERM/SIGINT and SIGHUP are passed
+on, and a worker that dies is started again.
 
 A worker's disk buffers and spill files live under its own name (``<sink>.w<i>``) so two
 processes never share a file; see :func:`forwarder.wiring.instance_dirs`.
@@ -17,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -27,11 +30,19 @@ from aiohttp import web
 from forwarder import __version__
 from forwarder.config import Config, ConfigError, load_file, parse_address
 from forwarder.daemon import banner
+from forwarder.handoff import Listener, channel_pair
 from forwarder.systemd import SystemdNotifier
 from forwarder.telemetry.admin import AdminServer
 from forwarder.telemetry.aggregate import merge_metrics, merge_status
 from forwarder.telemetry.metrics import Metrics
-from forwarder.worker import ADDRESSES_ENV, PARENT_ENV, WORKER_ENV, WORKER_FD_ENV
+from forwarder.worker import (
+    ADDRESSES_ENV,
+    HANDED_ENV,
+    HANDOFF_FD_ENV,
+    PARENT_ENV,
+    WORKER_ENV,
+    WORKER_FD_ENV,
+)
 
 log = structlog.get_logger()
 
@@ -48,12 +59,18 @@ class Worker:
         config: Config,
         addresses: dict[str, str],
         shutting_down: asyncio.Event,
+        handed: list[str] | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.index = index
         self.shutting_down = shutting_down
         self.count = count
         self.config = config
         self.addresses = addresses
+        # Sources whose connections the supervisor accepts and hands over this worker's channel.
+        self.handed = handed or []
+        self.on_ready = on_ready
+        self.channel: socket.socket | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self.admin: str | None = None
         self.ready = asyncio.Event()
@@ -74,12 +91,24 @@ class Worker:
         env[WORKER_FD_ENV] = str(write_fd)
         env[ADDRESSES_ENV] = orjson.dumps(self.addresses).decode()
         env[PARENT_ENV] = str(os.getpid())
+        fds = [write_fd]
+        theirs = None
+        if self.handed:
+            self.close_channel()
+            self.channel, theirs = channel_pair()
+            env[HANDOFF_FD_ENV] = str(theirs.fileno())
+            env[HANDED_ENV] = orjson.dumps(self.handed).decode()
+            fds.append(theirs.fileno())
         args = [sys.executable, "-m", "forwarder.cli", "run"]
         if self.config.path is not None:
             args += ["-c", str(self.config.path)]
         self.ready.clear()
-        self.proc = await asyncio.create_subprocess_exec(*args, env=env, pass_fds=(write_fd,))
-        os.close(write_fd)
+        try:
+            self.proc = await asyncio.create_subprocess_exec(*args, env=env, pass_fds=fds)
+        finally:
+            os.close(write_fd)
+            if theirs is not None:
+                theirs.close()
         self._watch = asyncio.create_task(self._watch_process(read_fd))
 
     async def _watch_process(self, read_fd: int) -> None:
@@ -95,11 +124,14 @@ class Worker:
                 info = orjson.loads(line)
                 self.admin = info["admin"]
                 self.ready.set()
+                if self.on_ready is not None:
+                    self.on_ready()
         finally:
             transport.close()
         code = await self.proc.wait()
         self.ready.clear()
         self.admin = None
+        self.close_channel()
         # A signal to the whole process group (Ctrl-C, `timeout`) reaches workers first.
         if self.stopping or self.shutting_down.is_set():
             return
@@ -117,6 +149,11 @@ class Worker:
         if not (self.stopping or self.shutting_down.is_set()):
             await self.start()
 
+    def close_channel(self) -> None:
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.close()
+
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -124,6 +161,7 @@ class Worker:
 
     async def stop(self, timeout: float) -> int:
         self.stopping = True
+        self.close_channel()
         proc = self.proc
         if proc is None:
             return 0
@@ -164,45 +202,90 @@ class Supervisor:
             render_metrics=self._metrics,
         )
         self.admin.add_post("/api/reload", self._reload_endpoint)
-        self._reserved: list[socket.socket] = []
-        self.addresses = self._reserve_ports()
+        self.listeners: dict[str, Listener] = {}
+        self.addresses = self._listen()
         self._stop = asyncio.Event()
-        self.workers = [Worker(i, count, config, self.addresses, self._stop) for i in range(count)]
+        # Fixed for the workers' lifetime: a worker takes these sources' connections from its
+        # channel and listens for the others (sources a reload adds) itself.
+        self.handed = list(self.listeners)
+        self.workers = [
+            Worker(i, count, config, self.addresses, self._stop, self.handed, self._worker_ready)
+            for i in range(count)
+        ]
         self._interrupts = 0
         self._reload_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._session: aiohttp.ClientSession | None = None
         self.last_reload: dict[str, Any] | None = None
 
-    def _reserve_ports(self) -> dict[str, str]:
-        """Pick real ports for ``:0`` addresses so every worker binds the same one; the
-        reserving TCP socket (bound, not listening, so it is handed no connection) keeps
-        another process from taking it."""
+    def _listen(self) -> dict[str, str]:
+        """Listen on every TCP-based source's port, and pick real ports for UDP ``:0``
+        addresses so every worker binds the same one."""
         addresses = {}
-        for name, source in self.config.sources.items():
-            host, port = parse_address(source.address)
-            if port == 0:
-                kind = (
-                    socket.SOCK_DGRAM
-                    if getattr(source, "mode", "tcp") == "udp"
-                    else socket.SOCK_STREAM
-                )
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock = socket.socket(family, kind)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-                sock.bind((host, 0))
-                port = sock.getsockname()[1]
-                if kind == socket.SOCK_DGRAM:
-                    # A UDP socket in the SO_REUSEPORT group gets its share of datagrams,
-                    # and this one never reads: let it go and let the workers have the port.
-                    sock.close()
-                else:
-                    self._reserved.append(sock)
-                host_text = f"[{host}]" if ":" in host else host
-                addresses[name] = f"{host_text}:{port}"
-            else:
-                addresses[name] = source.address
+        try:
+            for name, source in self.config.sources.items():
+                if getattr(source, "mode", "tcp") == "udp":
+                    addresses[name] = self._udp_port(source.address)
+                    continue
+                listener = Listener(name, source.address, self._channels)
+                self.listeners[name] = listener
+                addresses[name] = listener.address
+        except OSError:
+            self._close_listeners()
+            raise
         return addresses
+
+    @staticmethod
+    def _udp_port(address: str) -> str:
+        host, port = parse_address(address)
+        if port != 0:
+            return address
+        # A UDP socket in the SO_REUSEPORT group gets its share of datagrams, and this one
+        # never reads: it only learns a free port, then lets the workers have it.
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, 0))
+            port = sock.getsockname()[1]
+        host_text = f"[{host}]" if ":" in host else host
+        return f"{host_text}:{port}"
+
+    def _channels(self) -> list[socket.socket]:
+        """The channels of the workers that take connections now."""
+        return [
+            w.channel
+            for w in self.workers
+            if w.channel is not None and w.ready.is_set() and not w.stopping
+        ]
+
+    def _worker_ready(self) -> None:
+        # A listener pauses while no worker is ready; the first one back resumes it.
+        if self.state == "running":
+            for listener in self.listeners.values():
+                listener.start()
+
+    def _close_listeners(self) -> None:
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
+
+    def _follow_sources(self, new: Config) -> None:
+        """A handed source that a reload removes closes its port, as a single process would;
+        one brought back listens again on its old address."""
+        for name in self.handed:
+            if name not in new.sources:
+                if name in self.listeners:
+                    self.listeners.pop(name).close()
+                continue
+            if name in self.listeners:
+                continue
+            try:
+                listener = Listener(name, self.addresses[name], self._channels)
+            except OSError as exc:
+                log.error("cannot listen again", component=name, error=str(exc))
+                continue
+            self.listeners[name] = listener
+            listener.start()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -220,6 +303,8 @@ class Supervisor:
                 log.error("a worker could not start; stopping", exit_code=failed[0])
                 return failed[0]
             self.state = "running"
+            for listener in self.listeners.values():
+                listener.start()
             await self.notifier.start()
             self.notifier.ready(f"running; {self.count} workers")
             banner(
@@ -233,13 +318,14 @@ class Supervisor:
         finally:
             self.state = "stopping"
             self.notifier.stopping()
+            # Accept nothing more: connections still in the backlog are refused, as a
+            # stopping single process refuses them.
+            self._close_listeners()
             timeout = self.config.settings.shutdown_timeout_secs + 5
             codes = await asyncio.gather(*(w.stop(timeout) for w in self.workers))
             await self.admin.stop()
             await self._session.close()
             await self.notifier.stop()
-            for sock in self._reserved:
-                sock.close()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
         log.info("stopped", worker_exit_codes=codes)
@@ -280,6 +366,7 @@ class Supervisor:
             ok = all(a.get("ok") for a in answers)
             if ok:
                 self.config = new
+                self._follow_sources(new)
             self.last_reload = {"ok": ok, "restart_needed": restart, "workers": answers}
             self.notifier.ready()
             return self.last_reload

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 
 import orjson
 
@@ -17,10 +18,14 @@ from forwarder.config import Config, SinkConfig
 
 __all__ = [
     "ADDRESSES_ENV",
+    "HANDED_ENV",
+    "HANDOFF_FD_ENV",
     "PARENT_ENV",
     "WORKER_ENV",
     "WORKER_FD_ENV",
     "follow_parent",
+    "handed",
+    "handoff_channel",
     "report_ready",
     "worker_identity",
     "worker_overrides",
@@ -30,6 +35,8 @@ WORKER_ENV = "FORWARDER_WORKER"  # "<index>/<count>"
 WORKER_FD_ENV = "FORWARDER_WORKER_FD"  # where a worker reports it is ready
 ADDRESSES_ENV = "FORWARDER_WORKER_ADDRESSES"  # JSON {source: "host:port"} resolved ports
 PARENT_ENV = "FORWARDER_SUPERVISOR_PID"
+HANDOFF_FD_ENV = "FORWARDER_WORKER_HANDOFF_FD"  # the channel connections arrive on
+HANDED_ENV = "FORWARDER_WORKER_HANDED"  # JSON [source]: those the supervisor accepts for
 
 
 def worker_identity() -> tuple[int, int] | None:
@@ -39,6 +46,19 @@ def worker_identity() -> tuple[int, int] | None:
         return None
     index, _, count = value.partition("/")
     return int(index), int(count)
+
+
+def handed(source: str) -> bool:
+    """Whether the supervisor accepts this source's connections and hands them to this
+    worker (:mod:`forwarder.handoff`), instead of the worker listening itself."""
+    names: list[str] = orjson.loads(os.environ.get(HANDED_ENV, "[]"))
+    return source in names
+
+
+def handoff_channel() -> socket.socket | None:
+    """This worker's end of the channel connections are handed over, if it has one."""
+    fd = os.environ.get(HANDOFF_FD_ENV)
+    return socket.socket(fileno=int(fd)) if fd else None
 
 
 def follow_parent() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -70,6 +71,11 @@ class Source(ABC):
 
     def status(self) -> dict[str, Any]:
         return {"type": self.config.type, "address": self.config.address}
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection the supervisor accepted for this source
+        (:mod:`forwarder.handoff`); a source without connections closes it."""
+        sock.close()
 
 
 def reuse_port() -> bool:

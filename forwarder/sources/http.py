@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
 import ssl
 import time
 import zlib
+from collections.abc import Callable
 from typing import Any, Literal
 
 import orjson
@@ -20,8 +22,10 @@ from pydantic import Field, SecretStr
 
 from forwarder.config import SourceConfig, TlsServerConfig, parse_address
 from forwarder.events import Event, encode, object_time
+from forwarder.handoff import serve
 from forwarder.sources.base import Source, SourceContext, reuse_port
 from forwarder.sources.tls import reload_context, server_context
+from forwarder.worker import handed
 
 _JSON_TYPES = {"application/json", "text/json"}
 _NDJSON_TYPES = {
@@ -100,6 +104,7 @@ class HttpSource(Source):
             max_connections=self.config.max_connections,
             handshake_timeout_secs=self.config.idle_timeout_secs,
             on_refused=lambda: self.ctx.ingest_error("too_many_connections"),
+            handed=handed(self.ctx.name),
         )
         await self._site.start()
 
@@ -113,10 +118,18 @@ class HttpSource(Source):
         if self._ssl is not None and self.config.tls is not None:
             reload_context(self._ssl, self.config.tls)
 
+    def adopt(self, sock: socket.socket) -> None:
+        if self._site is None or self._runner is None:
+            sock.close()
+            return
+        self._site.adopt(sock)
+
     @property
     def bound(self) -> list[tuple[str, int]]:
         if self._runner is None:
             return []
+        if self._site is not None and self._site.handed:
+            return [parse_address(self.config.address)]
         return [(str(a[0]), int(a[1])) for a in self._runner.addresses]
 
     # -- helpers shared with the HEC routes ------------------------------------------------
@@ -303,6 +316,7 @@ class _LimitedSite(web.BaseSite):
         max_connections: int,
         handshake_timeout_secs: float,
         on_refused: Any,
+        handed: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=1024)
         self._host = host
@@ -310,6 +324,14 @@ class _LimitedSite(web.BaseSite):
         self._limit = max_connections
         self._handshake_timeout = handshake_timeout_secs
         self._on_refused = on_refused
+        # The supervisor listens and hands each connection over (see adopt): no server here.
+        self._handed = handed
+        self._protocol: Callable[[], asyncio.BaseProtocol] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    @property
+    def handed(self) -> bool:
+        return self._handed
 
     @property
     def name(self) -> str:
@@ -340,6 +362,9 @@ class _LimitedSite(web.BaseSite):
             loop.call_soon(loop.call_soon, settle)
             return server()
 
+        self._protocol = protocol
+        if self._handed:
+            return
         self._server = await loop.create_server(
             protocol,
             self._host,
@@ -350,6 +375,25 @@ class _LimitedSite(web.BaseSite):
             backlog=self._backlog,
             reuse_address=True,
             reuse_port=reuse_port(),
+        )
+
+    async def stop(self) -> None:
+        self._protocol = None
+        for task in list(self._handshakes):
+            task.cancel()
+        await super().stop()
+
+    def adopt(self, sock: socket.socket) -> None:
+        """Serve a connection the supervisor accepted (:mod:`forwarder.handoff`)."""
+        if self._protocol is None:
+            sock.close()
+            return
+        serve(
+            self._handshakes,
+            self._protocol,
+            sock,
+            ssl_context=self._ssl_context,
+            handshake_timeout=self._handshake_timeout,
         )
 
 

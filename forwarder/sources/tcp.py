@@ -8,6 +8,7 @@ placed; nothing is held beyond one chunk and one partial line per connection.
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from typing import Any, Literal, Protocol, cast
 
@@ -15,9 +16,11 @@ from pydantic import Field
 
 from forwarder.config import SourceConfig, TlsServerConfig
 from forwarder.events import Event
+from forwarder.handoff import serve
 from forwarder.sources.base import Source, SourceContext, decode_lines, reuse_port
 from forwarder.sources.lines import LineSplitter
 from forwarder.sources.tls import reload_context, server_context
+from forwarder.worker import handed
 
 
 class TcpConfig(SourceConfig):
@@ -55,17 +58,24 @@ class TcpSource(Source):
         self._server: asyncio.Server | None = None
         self._conns: set[_Connection] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Connections the supervisor handed over, until their TLS handshake is done.
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._handed = False
         self._ssl: ssl.SSLContext | None = None
         self._active = ctx.metrics.connections_active.labels(ctx.name)
         self._active.set(0)
 
     async def start(self) -> None:
-        if self._server is not None:
+        if self._server is not None or self._handed:
             return
         from forwarder.config import parse_address
 
         host, port = parse_address(self.config.address)
         self._ssl = server_context(self.config.tls)
+        if handed(self.ctx.name):
+            # The supervisor listens and hands each connection over (see adopt).
+            self._handed = True
+            return
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Connection(self),
@@ -81,8 +91,11 @@ class TcpSource(Source):
 
     async def stop(self) -> None:
         server, self._server = self._server, None
+        self._handed = False
         if server is not None:
             server.close()
+        for task in list(self._handshakes):
+            task.cancel()
         for conn in list(self._conns):
             conn.finish()
         if self._tasks:
@@ -94,8 +107,24 @@ class TcpSource(Source):
         if self._ssl is not None and self.config.tls is not None:
             reload_context(self._ssl, self.config.tls)
 
+    def adopt(self, sock: socket.socket) -> None:
+        if not self._handed:
+            sock.close()
+            return
+        serve(
+            self._handshakes,
+            lambda: _Connection(self),
+            sock,
+            ssl_context=self._ssl,
+            handshake_timeout=self.config.idle_timeout_secs,
+        )
+
     @property
     def bound(self) -> list[tuple[str, int]]:
+        if self._handed:
+            from forwarder.config import parse_address
+
+            return [parse_address(self.config.address)]
         if self._server is None:
             return []
         return [s.getsockname()[:2] for s in self._server.sockets]
