@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from tests.helpers import DaemonProcess, FakeCollector, metric
+from tests.integration.test_e2e_reload import Reloader
 
 TCP_EVENTS = 20_000
 HTTP_EVENTS = 2_000
@@ -318,3 +319,35 @@ async def test_killed_supervisor_takes_its_workers_and_fewer_workers_adopt_their
     ]
     assert sum(line["events"] for line in adopted) == count
     assert sorted(p.name for p in buffers.iterdir()) == ["webhook"]
+
+
+async def test_a_source_removed_by_reload_closes_its_port_and_reopens_when_back(
+    tmp_path: Path, collector: FakeCollector
+) -> None:
+    """The supervisor holds the TCP ports: a reload that removes a source closes its port
+    (clients are refused, as with one process), one that brings it back listens again."""
+    full = config(collector.endpoint)
+    daemon = DaemonProcess(tmp_path, full)
+    reloader = Reloader(daemon, 2)
+    try:
+        await daemon.start(timeout_secs=STARTUP_SECS)
+        port = daemon.port("app_tcp")
+        await send_tcp(port, 0, 10, 2)
+        await collector.wait_until(lambda: len(collector.received) >= 10, timeout_secs=30)
+
+        without = {**full, "sources": {"app_http": full["sources"]["app_http"]}}
+        reloader.write({**daemon.config, **without})
+        status, body = await reloader.by_post()
+        assert status == 200, body
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+        reloader.write(daemon.config)
+        status, body = await reloader.by_post()
+        assert status == 200, body
+        await send_tcp(port, 10, 10, 2)
+        await collector.wait_until(lambda: len(collector.received) >= 20, timeout_secs=30)
+        assert await daemon.terminate() == 0
+    finally:
+        await daemon.close()
+    assert sorted(ids_of(collector)) == list(range(20))
