@@ -224,6 +224,34 @@ def format_table(results: list[RunResult]) -> str:
     )
 
 
+_TIMELINE_SECS = 0.1
+
+
+async def timeline(
+    arrived: Callable[[], Awaitable[int]], tree: ProcessTree, lines: list[str]
+) -> None:
+    """Until cancelled, every 0.1 s a line in ``lines``: time since the start, events that
+    ``arrived`` (distinct ids at the blackhole) in the interval, and the CPU share of each
+    process of ``tree`` (pid order). Shows where a run waits: start-up, a worker left alone,
+    the last partial batch waiting for its timeout."""
+    loop = asyncio.get_running_loop()
+    start = last_at = loop.time()
+    last_unique = 0
+    tree.sample()
+    last_cpu = tree.cpu_by_process()
+    while True:
+        await asyncio.sleep(_TIMELINE_SECS)
+        unique = await arrived()
+        tree.sample()
+        now, cpu = loop.time(), tree.cpu_by_process()
+        shares = " ".join(
+            f"{pid}:{(cpu[pid] - last_cpu.get(pid, 0.0)) / (now - last_at):4.0%}"
+            for pid in sorted(cpu)
+        )
+        lines.append(f"  {now - start:6.1f} s {unique - last_unique:>9,} ev  cpu {shares}")
+        last_at, last_unique, last_cpu = now, unique, cpu
+
+
 async def _sample(trees: list[ProcessTree]) -> None:
     while True:
         for tree in trees:
@@ -252,14 +280,24 @@ async def _measure(
     for each in trees:
         each.sample()
     cpu_base, sink_base = tree.cpu_seconds(), sink_tree.cpu_seconds()
-    sampler = asyncio.create_task(_sample(trees))
+    tasks = [asyncio.create_task(_sample(trees))]
+    lines: list[str] = []
+    if args.timeline:
+
+        async def arrived() -> int:
+            return (await blackhole.stats()).unique
+
+        tasks.append(asyncio.create_task(timeline(arrived, tree, lines)))
     try:
         sent = await send()
         expected = sent.events if kept is None else kept(sent.events)
         stats = await blackhole.wait_for(expected, idle_timeout_secs=args.idle_timeout)
     finally:
-        sampler.cancel()
-        await asyncio.gather(sampler, return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if lines:
+        print(f"{name} run {run}: every {_TIMELINE_SECS} s", *lines, sep="\n", flush=True)
     for each in trees:
         each.sample()
     # With nothing delivered, the run lasted until the wait gave up.
@@ -430,6 +468,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--idle-timeout", type=float, default=30, help="seconds without arrivals = lost")
     add("--json", type=Path, default=None, help="write raw results to this file")
     add("--keep", action="store_true", help="keep configs and logs of every run")
+    add(
+        "--timeline",
+        action="store_true",
+        help="print, every 0.1 s of each run, events arrived and each target process's CPU",
+    )
     add(
         "--policy",
         type=Path,

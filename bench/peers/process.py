@@ -93,6 +93,10 @@ class ProcessTree:
         """User plus system CPU seconds of every process seen so far."""
         return sum(self._ticks.values()) / _CLK_TCK
 
+    def cpu_by_process(self) -> dict[int, float]:
+        """CPU seconds of each process seen so far, by pid."""
+        return {pid: ticks / _CLK_TCK for pid, ticks in self._ticks.items()}
+
     def peak_rss_bytes(self) -> int:
         """Sum of each process's peak RSS (exact for one process, an upper bound for many)."""
         return sum(self._hwm.values())

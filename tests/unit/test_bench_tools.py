@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import os
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from bench.run import (
     parse_args,
     run_ceiling,
     run_target,
+    timeline,
 )
 
 HEC = {"Authorization": "Splunk t", "Content-Type": "application/json"}
@@ -276,6 +278,31 @@ def test_table_shows_medians_ranges_and_ratio() -> None:
     results += [_result("syslog-ng", v) for v in (50, 100, 150)]
     row = next(line for line in format_table(results).splitlines() if line.startswith("events/s"))
     assert row.split() == ["events/s", "200", "[100..300]", "100", "[50..150]", "2.00"]
+
+
+async def test_timeline_shows_arrivals_and_each_process_cpu() -> None:
+    """Each line has the events that arrived in its interval (summing to all of them) and the
+    CPU share of every process of the tree; a busy process shows busy."""
+    counts = iter([0, 300, 300, 1000, 1000, 1000, 1000, 1000])
+
+    async def arrived() -> int:
+        return next(counts)
+
+    lines: list[str] = []
+    task = asyncio.create_task(timeline(arrived, ProcessTree(os.getpid()), lines))
+    # Busy in this process (the tree's root) between the samples.
+    end = time.monotonic() + 0.45
+    while time.monotonic() < end:
+        sum(range(1000))
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert len(lines) >= 3
+    events = [int(line.split(" s ")[1].split(" ev")[0].replace(",", "")) for line in lines]
+    assert events[:3] == [0, 300, 0] and sum(events) <= 1000
+    shares = [int(line.rsplit(":", 1)[1].strip(" %")) for line in lines]
+    assert max(shares) >= 25
+    assert all(f"{os.getpid()}:" in line for line in lines)
 
 
 @pytest.mark.skipif(shutil.which("syslog-ng") is None, reason="syslog-ng-core not installed")
