@@ -73,6 +73,11 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def format_address(host: str, port: int) -> str:
+    """``host:port``, brackets around an IPv6 host: what :func:`parse_address` reads."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _check_address(value: str) -> str:
     parse_address(value)
     return value

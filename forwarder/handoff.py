@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from forwarder.config import parse_address
+from forwarder.config import format_address, parse_address
 
 __all__ = ["Listener", "Receiver", "channel_pair", "hand", "serve"]
 
@@ -89,7 +89,7 @@ class Listener:
     def address(self) -> str:
         """``host:port`` actually bound."""
         host, port = self._sock.getsockname()[:2]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return format_address(host, port)
 
     def start(self) -> None:
         """Accept from now on (until :meth:`pause` or :meth:`close`)."""

@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 
 from forwarder import __version__
-from forwarder.config import Config, ConfigError, load_file, parse_address
+from forwarder.config import Config, ConfigError, format_address, load_file, parse_address
 from forwarder.daemon import banner
 from forwarder.handoff import Listener, channel_pair
 from forwarder.systemd import SystemdNotifier
@@ -209,7 +209,7 @@ class Supervisor:
         # channel and listens for the others (sources a reload adds) itself.
         self.handed = list(self.listeners)
         self.workers = [
-            Worker(i, count, config, self.addresses, self._stop, self.handed, self._worker_ready)
+            Worker(i, count, config, self.addresses, self._stop, self.handed, self._accept)
             for i in range(count)
         ]
         self._interrupts = 0
@@ -247,8 +247,7 @@ class Supervisor:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((host, 0))
             port = sock.getsockname()[1]
-        host_text = f"[{host}]" if ":" in host else host
-        return f"{host_text}:{port}"
+        return format_address(host, port)
 
     def _channels(self) -> list[socket.socket]:
         """The channels of the workers that take connections now."""
@@ -258,8 +257,9 @@ class Supervisor:
             if w.channel is not None and w.ready.is_set() and not w.stopping
         ]
 
-    def _worker_ready(self) -> None:
-        # A listener pauses while no worker is ready; the first one back resumes it.
+    def _accept(self) -> None:
+        """Accept on every listener, once running: at start, and whenever a worker becomes
+        ready (a listener pauses while no worker is ready; the first one back resumes it)."""
         if self.state == "running":
             for listener in self.listeners.values():
                 listener.start()
@@ -303,8 +303,7 @@ class Supervisor:
                 log.error("a worker could not start; stopping", exit_code=failed[0])
                 return failed[0]
             self.state = "running"
-            for listener in self.listeners.values():
-                listener.start()
+            self._accept()
             await self.notifier.start()
             self.notifier.ready(f"running; {self.count} workers")
             banner(
