@@ -5,6 +5,7 @@ they are handed (plain, TLS, syslog and HTTP) as if they had accepted it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -151,6 +152,20 @@ async def test_connections_wait_in_the_backlog_while_no_worker_is_ready(
         listener.close()
 
 
+@contextlib.asynccontextmanager
+async def through_supervisor(wired: Wired, workers: list[Workers]) -> AsyncIterator[int]:
+    """A listener handing its connections to two workers that pass them to ``wired``'s
+    source, as the supervisor and workers do; yields the port clients connect to."""
+    two = Workers(2, adopt=lambda name, sock: wired.source.adopt(sock))
+    workers.append(two)
+    listener = Listener("src", "127.0.0.1:0", two.channels)
+    listener.start()
+    try:
+        yield port_of(listener)
+    finally:
+        listener.close()
+
+
 SERVED = {
     "tcp": (b'{"user":"alice"}\n', "alice"),
     "syslog": (b"<38>1 2026-01-02T03:04:05Z host app - - - handed over\n", "handed over"),
@@ -176,24 +191,18 @@ async def test_stream_sources_serve_handed_connections(
         config["tls"] = certs.server_tls()
     async with Wired(config, metrics) as wired:
         assert wired.source.bound == [("127.0.0.1", 5999)]
-        two = Workers(2, adopt=lambda name, sock: wired.source.adopt(sock))
-        workers.append(two)
-        listener = Listener("src", "127.0.0.1:0", two.channels)
-        listener.start()
-        try:
+        async with through_supervisor(wired, workers) as port:
             data, text = SERVED[kind]
             for _ in range(2):
                 if tls:
-                    await send_tls(port_of(listener), data, certs.client_context())
+                    await send_tls(port, data, certs.client_context())
                 else:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port_of(listener))
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
                     writer.write(data)
                     writer.close()
                     await writer.wait_closed()
             objects = await wired.wait_events(2)
             assert all(text in str(obj) for obj in objects)
-        finally:
-            listener.close()
     a, b = socket.socketpair()
     wired.source.adopt(a)
     b.settimeout(5)
@@ -208,16 +217,10 @@ async def test_http_source_serves_handed_connections(
     monkeypatch.setenv(HANDED_ENV, '["src"]')
     async with Wired({"type": "http", "address": "127.0.0.1:5998"}, metrics) as wired:
         assert wired.source.bound == [("127.0.0.1", 5998)]
-        two = Workers(2, adopt=lambda name, sock: wired.source.adopt(sock))
-        workers.append(two)
-        listener = Listener("src", "127.0.0.1:0", two.channels)
-        listener.start()
-        try:
-            url = f"http://127.0.0.1:{port_of(listener)}/v1/events"
+        async with through_supervisor(wired, workers) as port:
+            url = f"http://127.0.0.1:{port}/v1/events"
             async with aiohttp.ClientSession() as session:
                 for i in range(3):
                     async with session.post(url, json={"n": i}) as resp:
                         assert resp.status == 200, await resp.text()
             assert [obj["n"] for obj in await wired.wait_events(3)] == [0, 1, 2]
-        finally:
-            listener.close()
