@@ -51,7 +51,9 @@ class SetFields:
             # Each event gets its own copy of a list or dict value: a later action on one
             # event must not show through in another.
             fresh = type(value) in (dict, list)
-            written = edits.set_many(selected, parts, value, fresh=fresh)
+            written = edits.set_many(
+                selected, parts, value, fresh=fresh, splice=not self._adds_text
+            )
             if self._adds_text:
                 for i in written:
                     raws[i] = None

@@ -13,6 +13,8 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from forwarder.events import ENVELOPE_FIELDS, parse_object
 from forwarder.policy.conditions import MISSING, json_equal, value_at
 
@@ -38,9 +40,11 @@ class Edits:
     ``scan`` is the search of the batch's bytes that pattern redaction makes once, on its
     first use, and every later redact rule of the batch reuses. ``envelope`` holds the events
     whose top-level time or host fields an edit may have changed: only theirs are read again.
+    ``spliced`` holds the events still seen through views whose only edits were new top-level
+    fields appended to their bytes (``raws``, and their views, show them).
     """
 
-    __slots__ = ("_owned", "changed", "envelope", "objs", "partial", "raws", "scan")
+    __slots__ = ("_owned", "changed", "envelope", "objs", "partial", "raws", "scan", "spliced")
 
     def __init__(
         self,
@@ -55,6 +59,7 @@ class Edits:
         self.partial: set[int] = partial or set()
         self.changed: set[int] = set()
         self.envelope: set[int] = set()
+        self.spliced: set[int] = set()
         self.scan: RawScan | None = None
         # Event index -> {id: container} of the copies made for it; keeping the containers
         # referenced keeps their ids from being reused while the batch runs.
@@ -204,12 +209,22 @@ class Edits:
     # are found with one comprehension and changed directly; on copies, event by event.
 
     def set_many(
-        self, selected: list[int], parts: tuple[str, ...], value: Any, *, fresh: bool
+        self,
+        selected: list[int],
+        parts: tuple[str, ...],
+        value: Any,
+        *,
+        fresh: bool,
+        splice: bool = False,
     ) -> list[int]:
         """:meth:`set` on each selected event (a deep copy of ``value`` each when ``fresh``);
-        returns the events written."""
-        selected = self.needing(selected, parts, value)
+        returns the events written. ``splice``: the value adds no text that pattern
+        redaction must see, so events seen through views that lack ``parts[0]`` may get it
+        appended to their bytes instead of being parsed and re-encoded."""
         written: list[int] = []
+        if splice and self.partial and parts[0] not in ENVELOPE_FIELDS:
+            selected = self._splice(selected, parts, value, written)
+        selected = self.needing(selected, parts, value)
         key = parts[-1]
         self._note_envelope(parts, selected)
         for i, holder in self._holders(selected, parts):
@@ -223,6 +238,40 @@ class Edits:
             elif self.set(i, parts, copy.deepcopy(value) if fresh else value):
                 written.append(i)
         return written
+
+    def _splice(
+        self, selected: list[int], parts: tuple[str, ...], value: Any, written: list[int]
+    ) -> list[int]:
+        """Append ``parts`` = ``value`` to the bytes of the selected view events lacking
+        ``parts[0]`` (adding them to ``written``); returns the other events. The object then
+        holds what a parse, the set and a re-encode would give, in the same key order (a new
+        key goes last), with the rest of its bytes as they came."""
+        partial, objs, raws = self.partial, self.objs, self.raws
+        top = parts[0]
+        nested: Any = value
+        for part in reversed(parts[1:]):
+            nested = {part: nested}
+        member = orjson.dumps({top: nested})[1:-1]
+        others: list[int] = []
+        in_place = self._owned is None
+        for i in selected:
+            view = objs[i]
+            raw = raws[i]
+            if i not in partial or top in view or raw is None:
+                others.append(i)
+                continue
+            body = raw.rstrip()
+            inner = body[:-1].rstrip()
+            # A line's bytes are one JSON object: it ends with its closing brace, and the
+            # byte before it is its opening brace only when it is empty.
+            raws[i] = inner + (member if inner.endswith(b"{") else b"," + member) + b"}"
+            if not in_place:
+                # The view is shared with the other sinks' policies.
+                view = objs[i] = dict(view)
+            view[top] = copy.deepcopy(nested) if type(nested) in (dict, list) else nested
+            self.spliced.add(i)
+            written.append(i)
+        return others
 
     def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
         """:meth:`pop` on each selected event."""

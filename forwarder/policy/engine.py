@@ -139,6 +139,17 @@ class Policy:
                         b"", event.source, event.received, event.meta, None, event.time, event.host
                     )
                 event.replace_object(objs[i], envelope=i in edits.envelope)
+            elif i in edits.spliced:
+                raw = edits.raws[i]
+                assert raw is not None  # a splice leaves the event its bytes
+                if copy:
+                    event = Event(
+                        raw, event.source, event.received, event.meta, None, event.time, event.host
+                    )
+                else:
+                    event.raw = raw
+                # What the spliced fields' view (a copy when shared) now shows.
+                event.view = objs[i]
             kept.append(event)
         return PolicyOutcome(kept, [routes.get(i) for i in live], dropped)
 

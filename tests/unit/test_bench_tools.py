@@ -349,3 +349,37 @@ def test_policy_bench_reports_stage_floor_and_each_rule() -> None:
         [*command, "--rules", str(other)], capture_output=True, text=True, check=True, timeout=120
     ).stdout
     assert "(10 rules," in out and "view of 11 fields:" in out
+
+
+def test_policy_floor_matches_the_engine_and_reports_each_stage() -> None:
+    """The hand-written read-mostly policy keeps what the engine keeps, byte for byte and
+    route for route; a policy that differs is caught; the command prints every stage."""
+    from bench import policy_bench, policy_floor
+    from forwarder.policy import Policy, parse_rules
+    from forwarder.policy.view import decoder_for
+
+    lines = policy_bench._lines(3000)
+    rules = parse_rules(policy_bench._rules(policy_floor.RULES))
+    policy = Policy.compile(rules, hash_key=policy_floor.HASH_KEY)
+    view = decoder_for([policy])
+    assert view is not None
+    assert policy_floor.differences(lines, 480, view, policy) == []
+    # The same rules with the tag on denied events left out: the bytes differ.
+    without_tag = Policy.compile(
+        [rule for rule in rules if rule.name != "flag-denials"], hash_key=policy_floor.HASH_KEY
+    )
+    assert policy_floor.differences(lines, 480, view, without_tag)
+    # Another key for the e-mail hashes: the redacted events differ.
+    other_key = Policy.compile(rules, hash_key=b"another key")
+    assert policy_floor.differences(lines, 480, view, other_key)
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.policy_floor", "--events", "2000", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    assert "validating without a policy:" in out
+    for label in ("views alone:", "views and pattern search:", "hand-written policy:", "engine:"):
+        assert f"  {label}" in out

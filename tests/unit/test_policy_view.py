@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from forwarder.buffers.memory import MemoryBuffer
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
+from forwarder.policy.conditions import value_at
 from forwarder.policy.view import view_decoder
 from forwarder.routing import Router, Target
 from forwarder.sources.base import decode_lines
@@ -69,7 +70,59 @@ def test_unchanged_events_keep_their_bytes_and_are_never_parsed() -> None:
         {"action": "login", "actor": {"user": "root"}, "alert": True},
         {"note": "mail [REDACTED]"},
     ]
-    assert all(e.view is None for e in kept[1:])  # a changed event's view no longer fits
+    # A new top-level field is appended to the bytes, which stay as they came; the view
+    # shows it.
+    assert kept[2].raw == b'{"action": "login", "actor": {"user": "root"},"alert":true}'
+    assert kept[2].obj is None and kept[2].view == {
+        "action": "login",
+        "actor": {"user": "root"},
+        "alert": True,
+    }
+    # A parsed and re-encoded event's view no longer fits.
+    assert kept[1].view is None and kept[3].view is None
+
+
+def test_new_top_level_fields_are_appended_to_the_bytes() -> None:
+    """Empty objects, trailing spaces and nested new objects; a field the event has already,
+    or one whose value may hold a secret, takes the parse; later rules see what was set."""
+    policy = _compile("""
+    - when: {field: a, exists: false}
+      then: {set: {tag: {x: [1, "y"]}, flags.new: true}}
+    - when: {field: a, equals: 1}
+      then: {set: {tag: t}}
+    - when: {field: flags.new, equals: true}
+      then: {route: [s1]}
+    """)
+    lines = [b"{}", b'{"b": 2}  ', b'{"a":1,"tag":"old"}', b'{"a":1}', b'{"flags":{"k":1}}']
+    events, _ = _viewed(policy, lines)
+    outcome = policy.apply(events)
+    assert [e.raw for e in outcome.kept] == [
+        b'{"tag":{"x":[1,"y"]},"flags":{"new":true}}',
+        b'{"b": 2,"tag":{"x":[1,"y"]},"flags":{"new":true}}',
+        b'{"a":1,"tag":"t"}',
+        b'{"a":1,"tag":"t"}',
+        b'{"flags":{"k":1,"new":true},"tag":{"x":[1,"y"]}}',
+    ]
+    assert outcome.routes == [frozenset({"s1"})] * 2 + [None] * 2 + [frozenset({"s1"})]
+    assert outcome.kept[0].view == {"tag": {"x": [1, "y"]}, "flags": {"new": True}}
+
+    # A value that may hold a secret is not appended: pattern redaction must see it.
+    secret = _compile("""
+    - {when: {field: a, exists: false}, then: {set: {note: "ann@example.com"}}}
+    - {then: {redact: {patterns: [email]}}}
+    """)
+    events, _ = _viewed(secret, [b'{"b": 2}'])
+    assert orjson.loads(secret.apply(events).kept[0].raw) == {"b": 2, "note": "[REDACTED]"}
+
+
+def test_appending_on_copies_leaves_the_shared_event_alone() -> None:
+    policy = _compile("- {when: {field: a, equals: 1}, then: {set: {tag: t}}}")
+    events, _ = _viewed(policy, [b'{"a": 1}'])
+    view = dict(events[0].view or {})
+    [copy] = policy.apply_copy(events).kept
+    assert copy is not events[0] and copy.raw == b'{"a": 1,"tag":"t"}'
+    assert copy.view == {"a": 1, "tag": "t"}
+    assert events[0].raw == b'{"a": 1}' and events[0].view == view
 
 
 def test_set_on_a_field_outside_the_view_keeps_the_rest_of_the_event() -> None:
@@ -153,7 +206,17 @@ def test_views_and_whole_objects_give_the_same_outcome(
                 events, _ = _viewed(policy, lines)
             else:
                 events, _ = decode_lines(lines, "app", keep_objects=True, wrap_invalid=True)
+            before = [(e.raw, e.view and dict(e.view)) for e in events]
             outcome = policy.apply_copy(events) if copy else policy.apply(events)
+            if copy:
+                assert [(e.raw, e.view) for e in events] == before
+            # A view that outlives the policy still shows, at every path read, what the
+            # event's bytes hold there.
+            for e in outcome.kept:
+                if e.view is not None:
+                    full = orjson.loads(e.raw)
+                    for path in policy.reads:
+                        assert value_at(e.view, path) == value_at(full, path)
             results.append(
                 (
                     [orjson.loads(e.raw) for e in outcome.kept],
