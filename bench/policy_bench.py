@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import yaml
 
 from bench.events import iter_events
 from forwarder.cli import tune_gc
-from forwarder.events import encode
+from forwarder.events import Event, encode
 from forwarder.policy import Policy, parse_rules
 from forwarder.policy.redact import hasher
 from forwarder.policy.view import ViewDecoder, decoder_for
@@ -59,6 +59,22 @@ def _lines(count: int) -> list[bytes]:
     return lines
 
 
+def decoded(
+    lines: list[bytes], batch: int, *, keep_objects: bool, view: ViewDecoder | None
+) -> Iterator[list[Event]]:
+    """The lines as the ingest path turns them into events, ``batch`` lines at a time: one
+    TCP read's worth, on which the daemon runs the policy."""
+    for first in range(0, len(lines), batch):
+        events, _ = decode_lines(
+            lines[first : first + batch],
+            "bench",
+            keep_objects=keep_objects,
+            wrap_invalid=True,
+            view=view,
+        )
+        yield events
+
+
 def _ingest(
     lines: list[bytes],
     batch: int,
@@ -75,14 +91,7 @@ def _ingest(
     if policy is not None and views and view is None:
         view = decoder_for([policy])
     start = time.process_time()
-    for first in range(0, len(lines), batch):
-        events, _ = decode_lines(
-            lines[first : first + batch],
-            "bench",
-            keep_objects=policy is not None,
-            wrap_invalid=True,
-            view=view,
-        )
+    for events in decoded(lines, batch, keep_objects=policy is not None, view=view):
         if policy is not None:
             events = policy.apply(events).kept
         kept += len(events)

@@ -31,14 +31,13 @@ from typing import Any
 
 import orjson
 
-from bench.policy_bench import _lines, _rules
+from bench.policy_bench import _lines, _rules, decoded
 from forwarder.cli import tune_gc
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
 from forwarder.policy.redact import MASK, PatternRedactor, hasher
 from forwarder.policy.scan import Hint, RawScan
 from forwarder.policy.view import ViewDecoder, decoder_for
-from forwarder.sources.base import decode_lines
 
 RULES = Path(__file__).parent / "configs" / "policy-10-rules-read-mostly.yaml"
 HASH_KEY = b"bench"
@@ -169,14 +168,7 @@ def run(
 ) -> Iterator[Kept]:
     """Decode the lines batch by batch (views with ``view``, else validation only) and pass
     each batch through ``stage``; yields what each batch keeps."""
-    for first in range(0, len(lines), batch):
-        events, _ = decode_lines(
-            lines[first : first + batch],
-            "bench",
-            keep_objects=view is not None,
-            wrap_invalid=True,
-            view=view,
-        )
+    for events in decoded(lines, batch, keep_objects=view is not None, view=view):
         yield (events, [None] * len(events)) if stage is None else stage(events)
 
 
