@@ -146,9 +146,12 @@ async def _post(
             await asyncio.sleep(_busy_wait(response))
 
 
-async def send_http(url: str, load: EncodedLoad, *, headers: Mapping[str, str]) -> SendReport:
-    """POST every body of ``load`` to ``url``, one concurrent client per part."""
-    connector = aiohttp.TCPConnector(limit=len(load.parts))
+async def send_http(
+    url: str, load: EncodedLoad, *, headers: Mapping[str, str], close: bool = False
+) -> SendReport:
+    """POST every body of ``load`` to ``url``, one concurrent client per part; ``close``:
+    each request on a new connection, as clients without keep-alive send."""
+    connector = aiohttp.TCPConnector(limit=len(load.parts), force_close=close)
     async with aiohttp.ClientSession(connector=connector) as session:
 
         async def client(bodies: list[bytes]) -> int:

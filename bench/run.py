@@ -156,7 +156,11 @@ def build_loads(args: argparse.Namespace) -> Loads:
     events = list(iter_events(args.events, seed=args.seed))
     return Loads(
         tcp=ndjson_parts(events, parts=args.connections),
-        http=ndjson_bodies(events, parts=args.connections) if args.http else None,
+        http=(
+            ndjson_bodies(events, parts=args.connections, batch_events=args.http_batch)
+            if args.http
+            else None
+        ),
         hec=hec_bodies(events, parts=args.ceiling_clients) if args.ceiling_runs else None,
     )
 
@@ -366,7 +370,7 @@ def _sender(
     if http:
         assert loads.http is not None
         bodies = loads.http
-        return lambda: send_http(url, bodies, headers=_NDJSON)
+        return lambda: send_http(url, bodies, headers=_NDJSON, close=args.http_close)
     assert loads.tcp is not None
     blocks = loads.tcp
     return lambda: asyncio.to_thread(send_tcp, port, blocks)
@@ -462,6 +466,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--buffer", choices=["memory", "disk"], default="memory", help="forwarder buffer")
     add("--workers", type=int, default=None, help="forwarder: top-level workers: N")
     add("--http", action="store_true", help="forwarder ingest over POST /v1/events")
+    add("--http-batch", type=int, default=500, help="--http: events per request")
+    add("--http-close", action="store_true", help="--http: a new connection per request")
     add("--ceiling-runs", type=int, default=1, help="blackhole ceiling runs (0: none)")
     add("--ceiling-clients", type=int, default=8, help="HTTP clients of the ceiling run")
     add("--seed", type=int, default=1, help="event generator seed")

@@ -29,6 +29,9 @@ log = structlog.get_logger()
 
 # A source name plus one descriptor per message; names are short config keys.
 _MAX_MESSAGE = 1024
+# How soon a connection no worker had room for is offered again: a worker's loop that is busy
+# for a moment (a policy over a large read) drains its channel within a few milliseconds.
+_RETRY_SECS = 0.01
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -38,23 +41,34 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
-def hand(channels: Sequence[socket.socket], start: int, name: str, conn: socket.socket) -> int:
-    """Pass ``conn`` to the first of ``channels``, from ``start`` on, that takes it; the index
-    of that channel, or -1 if none did. The caller's copy of ``conn`` is closed either way."""
+def hand(
+    channels: Sequence[socket.socket], start: int, name: str, conn: socket.socket
+) -> tuple[int, bool]:
+    """Pass ``conn`` to the first of ``channels``, from ``start`` on, that takes it.
+
+    Returns ``(index, False)`` once a channel took it; the caller's copy of ``conn`` is then
+    closed. Otherwise ``(-1, busy)``: ``busy`` when a channel refused only because its queue
+    is full (its worker has not read it lately), and ``conn`` stays open for the caller to
+    offer again; else every channel refused for good (their workers died) and ``conn`` is
+    closed.
+    """
     message = name.encode()
-    try:
-        for step in range(len(channels)):
-            index = (start + step) % len(channels)
-            try:
-                socket.send_fds(channels[index], [message], [conn.fileno()])
-            except OSError:
-                # A worker that died (EPIPE, ECONNRESET) or is too far behind (EAGAIN):
-                # the next one gets the connection.
-                continue
-            return index
-        return -1
-    finally:
+    busy = False
+    for step in range(len(channels)):
+        index = (start + step) % len(channels)
+        try:
+            socket.send_fds(channels[index], [message], [conn.fileno()])
+        except (BlockingIOError, InterruptedError):
+            busy = True
+            continue
+        except OSError:
+            # A worker that died (EPIPE, ECONNRESET): the next one gets the connection.
+            continue
         conn.close()
+        return index, False
+    if not busy:
+        conn.close()
+    return -1, busy
 
 
 class Listener:
@@ -64,6 +78,11 @@ class Listener:
         name: the source's name, sent with every connection so the worker knows its source.
         address: ``host:port``; port 0 picks a free one (see :attr:`address`).
         channels: called per connection for the channels of the workers ready now.
+
+    A connection no worker has room for (every ready worker's channel is full: a burst of
+    hundreds of connections while the workers are busy) waits here and is offered again
+    shortly, accepting paused meanwhile: the connections behind it wait in the kernel's
+    backlog, as they would for a busy single process, instead of being closed.
     """
 
     def __init__(
@@ -84,6 +103,9 @@ class Listener:
             raise
         self._sock.setblocking(False)
         self._reading = False
+        # The connection waiting for room, and the timer that offers it again.
+        self._pending: socket.socket | None = None
+        self._retry: asyncio.TimerHandle | None = None
 
     @property
     def address(self) -> str:
@@ -92,10 +114,15 @@ class Listener:
         return format_address(host, port)
 
     def start(self) -> None:
-        """Accept from now on (until :meth:`pause` or :meth:`close`)."""
-        if not self._reading and self._sock.fileno() >= 0:
-            asyncio.get_running_loop().add_reader(self._sock, self._accept)
-            self._reading = True
+        """Accept from now on (until :meth:`pause` or :meth:`close`); a connection that was
+        waiting for room is offered again first."""
+        if self._reading or self._retry is not None or self._sock.fileno() < 0:
+            return
+        loop = asyncio.get_running_loop()
+        loop.add_reader(self._sock, self._accept)
+        self._reading = True
+        if self._pending is not None:
+            loop.call_soon(self._accept)
 
     def pause(self) -> None:
         """Leave new connections in the kernel's backlog (no worker can take them now)."""
@@ -105,13 +132,25 @@ class Listener:
 
     def close(self) -> None:
         self.pause()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if self._pending is not None:
+            self._pending.close()
+            self._pending = None
         self._sock.close()
 
     def _accept(self) -> None:
+        if not self._reading:
+            return
         channels = self._channels()
         if not channels:
             self.pause()
             return
+        if self._pending is not None:
+            conn, self._pending = self._pending, None
+            if not self._pass(conn, channels):
+                return
         # A bounded burst per wake-up, so one busy port cannot starve the supervisor's loop.
         for _ in range(64):
             try:
@@ -122,11 +161,27 @@ class Listener:
                 # ECONNABORTED and the like: that client gave up; EMFILE: try again later.
                 log.warning("cannot accept a connection", component=self.name, error=str(exc))
                 return
-            index = hand(channels, self._next, self.name, conn)
-            if index < 0:
-                log.error("no worker took a connection; closed it", component=self.name)
+            if not self._pass(conn, channels):
                 return
+
+    def _pass(self, conn: socket.socket, channels: Sequence[socket.socket]) -> bool:
+        """Hand ``conn`` on; False when accepting should stop for now."""
+        index, busy = hand(channels, self._next, self.name, conn)
+        if index >= 0:
             self._next = index + 1
+            return True
+        if not busy:
+            log.error("no worker took a connection; closed it", component=self.name)
+            return False
+        self._pending = conn
+        self.pause()
+        self._retry = asyncio.get_running_loop().call_later(_RETRY_SECS, self._again)
+        return False
+
+    def _again(self) -> None:
+        """Accept again, the waiting connection first."""
+        self._retry = None
+        self.start()
 
 
 class Receiver:

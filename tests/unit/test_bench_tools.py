@@ -194,6 +194,36 @@ async def test_http_sender_retries_busy_answers() -> None:
     assert blackhole.stats().unique == 300
 
 
+@pytest.mark.parametrize("close", [False, True], ids=["keep-alive", "close"])
+async def test_http_sender_sizes_requests_and_opens_a_connection_per_request_if_asked(
+    close: bool,
+) -> None:
+    """``--http-batch`` sets the events per request; ``--http-close`` (``close``) sends each
+    on a new connection, as clients without keep-alive do."""
+    peers: list[object] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        assert len((await request.read()).splitlines()) == 10
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(text="{}")
+
+    app = web.Application()
+    app.router.add_post("/v1/events", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    args = parse_args(["--events", "60", "--connections", "1", "--http", "--http-batch", "10"])
+    loads = build_loads(args)
+    assert loads.http is not None
+    try:
+        await send_http(f"http://127.0.0.1:{port}/v1/events", loads.http, headers={}, close=close)
+    finally:
+        await runner.cleanup()
+    assert len(peers) == 6
+    assert len(set(peers)) == (6 if close else 1)
+
+
 def test_process_tree_counts_children_cpu_and_memory() -> None:
     """CPU and peak RSS include a child that the root process started."""
     burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.15: pass"

@@ -121,7 +121,7 @@ def test_hand_closes_the_connection_when_no_worker_takes_it() -> None:
     theirs.close()
     a, b = socket.socketpair()
     try:
-        assert hand([ours], 0, "app", a) == -1
+        assert hand([ours], 0, "app", a) == (-1, False)
         assert a.fileno() == -1
         b.settimeout(5)
         assert b.recv(1) == b""  # the client sees the close at once
@@ -150,6 +150,49 @@ async def test_connections_wait_in_the_backlog_while_no_worker_is_ready(
         client.close()
     finally:
         listener.close()
+
+
+async def test_a_burst_no_worker_has_room_for_waits_instead_of_being_closed() -> None:
+    """More connections than a worker's channel holds arrive while it reads nothing: the
+    listener keeps the one that did not fit and leaves the rest in the backlog; once the
+    worker reads again every client is handed over, none closed."""
+    ours, theirs = channel_pair()
+    listener = Listener("app", "127.0.0.1:0", lambda: [ours])
+    listener.start()
+    got: list[tuple[str, socket.socket]] = []
+    receiver = Receiver(theirs, lambda name, sock: got.append((name, sock)))
+    clients: list[socket.socket] = []
+    try:
+        # What one channel holds before it refuses (about 280 on Linux's defaults).
+        sent = 0
+        with contextlib.ExitStack() as stack:
+            probe_ours, _probe_theirs = (stack.enter_context(s) for s in channel_pair())
+            probe = stack.enter_context(socket.socket())
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    socket.send_fds(probe_ours, [b"x"], [probe.fileno()])
+                    sent += 1
+        total = sent + 40
+        for _ in range(total):
+            clients.append(await connect(port_of(listener)))
+            if len(clients) % 50 == 0:
+                await asyncio.sleep(0)  # the listener accepts as they come
+        await asyncio.sleep(0.2)
+        for client in clients:
+            # Still open: a closed one would read as b"" (end of stream).
+            with pytest.raises(BlockingIOError):
+                client.recv(1)
+        receiver.start()
+        await wait_for(lambda: len(got) == total, timeout_secs=10)
+        assert {sock.getpeername() for _, sock in got} == {c.getsockname() for c in clients}
+    finally:
+        listener.close()
+        receiver.stop()
+        ours.close()
+        for client in clients:
+            client.close()
+        for _, sock in got:
+            sock.close()
 
 
 @contextlib.asynccontextmanager
