@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -164,6 +166,22 @@ async def test_http_sender_and_blackhole_ceiling_run() -> None:
     assert result.events_per_s > 0 and result.cpu_s > 0
 
 
+@contextlib.asynccontextmanager
+async def events_server(
+    handler: Callable[[web.Request], Awaitable[web.Response]],
+) -> AsyncIterator[str]:
+    """A real HTTP server answering ``POST /v1/events`` with ``handler``; yields its URL."""
+    app = web.Application()
+    app.router.add_post("/v1/events", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/v1/events"
+    finally:
+        await runner.cleanup()
+
+
 async def test_http_sender_retries_busy_answers() -> None:
     """A 503 with Retry-After is waited out and the body re-sent."""
     blackhole = Blackhole()
@@ -178,17 +196,11 @@ async def test_http_sender_retries_busy_answers() -> None:
         blackhole.count(body, gzipped=False)
         return web.Response(text="{}")
 
-    app = web.Application()
-    app.router.add_post("/v1/events", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
     try:
-        load = ndjson_bodies(list(iter_events(300)), parts=1, batch_events=100)
-        report = await send_http(f"http://127.0.0.1:{port}/v1/events", load, headers={})
+        async with events_server(handler) as url:
+            load = ndjson_bodies(list(iter_events(300)), parts=1, batch_events=100)
+            report = await send_http(url, load, headers={})
     finally:
-        await runner.cleanup()
         await blackhole.stop()
     assert report.busy_retries == 2
     assert blackhole.stats().unique == 300
@@ -207,19 +219,11 @@ async def test_http_sender_sizes_requests_and_opens_a_connection_per_request_if_
         peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         return web.Response(text="{}")
 
-    app = web.Application()
-    app.router.add_post("/v1/events", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
     args = parse_args(["--events", "60", "--connections", "1", "--http", "--http-batch", "10"])
     loads = build_loads(args)
     assert loads.http is not None
-    try:
-        await send_http(f"http://127.0.0.1:{port}/v1/events", loads.http, headers={}, close=close)
-    finally:
-        await runner.cleanup()
+    async with events_server(handler) as url:
+        await send_http(url, loads.http, headers={}, close=close)
     assert len(peers) == 6
     assert len(set(peers)) == (6 if close else 1)
 
