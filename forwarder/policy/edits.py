@@ -223,7 +223,7 @@ class Edits:
         appended to their bytes instead of being parsed and re-encoded."""
         written: list[int] = []
         if splice and self.partial and parts[0] not in ENVELOPE_FIELDS:
-            selected = self._splice(selected, parts, value, written)
+            written, selected = self._splice(selected, parts, value)
         selected = self.needing(selected, parts, value)
         key = parts[-1]
         self._note_envelope(parts, selected)
@@ -240,10 +240,10 @@ class Edits:
         return written
 
     def _splice(
-        self, selected: list[int], parts: tuple[str, ...], value: Any, written: list[int]
-    ) -> list[int]:
+        self, selected: list[int], parts: tuple[str, ...], value: Any
+    ) -> tuple[list[int], list[int]]:
         """Append ``parts`` = ``value`` to the bytes of the selected view events lacking
-        ``parts[0]`` (adding them to ``written``); returns the other events. The object then
+        ``parts[0]``; returns (those events, the others). The object then
         holds what a parse, the set and a re-encode would give, in the same key order (a new
         key goes last), with the rest of its bytes as they came."""
         partial, objs, raws = self.partial, self.objs, self.raws
@@ -252,8 +252,9 @@ class Edits:
         for part in reversed(parts[1:]):
             nested = {part: nested}
         member = orjson.dumps({top: nested})[1:-1]
+        written: list[int] = []
         others: list[int] = []
-        in_place = self._owned is None
+        in_place = self.in_place
         for i in selected:
             view = objs[i]
             raw = raws[i]
@@ -271,7 +272,7 @@ class Edits:
             view[top] = copy.deepcopy(nested) if type(nested) in (dict, list) else nested
             self.spliced.add(i)
             written.append(i)
-        return others
+        return written, others
 
     def pop_many(self, selected: list[int], parts: tuple[str, ...]) -> None:
         """:meth:`pop` on each selected event."""

@@ -133,23 +133,26 @@ class Policy:
         kept: list[Event] = []
         for i in live:
             event = events[i]
-            if i in edits.changed:
+            changed = i in edits.changed
+            if changed or i in edits.spliced:
                 if copy:
                     event = Event(
-                        b"", event.source, event.received, event.meta, None, event.time, event.host
+                        event.raw,
+                        event.source,
+                        event.received,
+                        event.meta,
+                        None,
+                        event.time,
+                        event.host,
                     )
-                event.replace_object(objs[i], envelope=i in edits.envelope)
-            elif i in edits.spliced:
-                raw = edits.raws[i]
-                assert raw is not None  # a splice leaves the event its bytes
-                if copy:
-                    event = Event(
-                        raw, event.source, event.received, event.meta, None, event.time, event.host
-                    )
+                if changed:
+                    event.replace_object(objs[i], envelope=i in edits.envelope)
                 else:
+                    raw = edits.raws[i]
+                    assert raw is not None  # a splice leaves the event its bytes
                     event.raw = raw
-                # What the spliced fields' view (a copy when shared) now shows.
-                event.view = objs[i]
+                    # What the spliced fields' view (a copy when shared) now shows.
+                    event.view = objs[i]
             kept.append(event)
         return PolicyOutcome(kept, [routes.get(i) for i in live], dropped)
 
