@@ -24,7 +24,6 @@ import argparse
 import re
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,12 +34,19 @@ from bench.policy_bench import _lines, _rules, decoded
 from forwarder.cli import tune_gc
 from forwarder.events import Event
 from forwarder.policy import Policy, parse_rules
+from forwarder.policy.actions import Sampler
+from forwarder.policy.config import SampleConfig
 from forwarder.policy.redact import MASK, PatternRedactor, hasher
 from forwarder.policy.scan import Hint, RawScan
 from forwarder.policy.view import ViewDecoder, decoder_for
 
 RULES = Path(__file__).parent / "configs" / "policy-10-rules-read-mostly.yaml"
 HASH_KEY = b"bench"
+
+# The policy's two pattern redactions, and the batch searches that point at their suspects.
+SECRETS = ["credit_card", "aws_key", "bearer_token"]
+_SECRETS_HINT = Hint(SECRETS)
+_EMAILS_HINT = Hint(["email"])
 
 # The events kept and, aligned with them, the sinks each may reach (None: no restriction).
 Kept = tuple[list[Event], list[frozenset[str] | None]]
@@ -51,19 +57,16 @@ class HandWritten:
     """The ten rules of :data:`RULES`, in their order, over one batch of view-decoded events."""
 
     def __init__(self) -> None:
-        secrets = ["credit_card", "aws_key", "bearer_token"]
-        self._secrets = PatternRedactor(secrets, (), lambda _text: MASK)
-        self._secrets_hint = Hint(secrets)
+        self._secrets = PatternRedactor(SECRETS, (), lambda _text: MASK)
         self._emails = PatternRedactor(["email"], (), hasher(HASH_KEY))
-        self._emails_hint = Hint(["email"])
         self._automation = re.compile("^terraform-provider/")
         self._hec = frozenset(["hec"])
-        self._sampled = 0
+        self._sample = Sampler(SampleConfig(rate=4, key="actor.user")).keep
 
     def __call__(self, events: list[Event]) -> Kept:
         scan = RawScan([event.raw for event in events])
-        secrets = self._secrets_hint.hits(scan)
-        emails = self._emails_hint.hits(scan)
+        secrets = _SECRETS_HINT.hits(scan)
+        emails = _EMAILS_HINT.hits(scan)
         hec = self._hec
         kept: list[Event] = []
         routes: list[frozenset[str] | None] = []
@@ -99,7 +102,7 @@ class HandWritten:
             target = target if type(target) is dict else {}
             route = hec if target.get("kind") in ("secret", "policy") else None
             # thin-token-issue
-            if action == "token.issue" and outcome == "success" and not self._keep_sample(view):
+            if action == "token.issue" and outcome == "success" and not self._sample(view):
                 continue
             # drop-automation-downloads
             if action == "file.download":
@@ -131,17 +134,6 @@ class HandWritten:
             routes.append(route)
         return kept, routes
 
-    def _keep_sample(self, view: Any) -> bool:
-        actor = view.get("actor")
-        user = actor.get("user", self) if type(actor) is dict else self
-        if user is self:
-            self._sampled += 1
-            return (self._sampled - 1) % 4 == 0
-        data = (
-            user.encode() if type(user) is str else orjson.dumps(user, option=orjson.OPT_SORT_KEYS)
-        )
-        return zlib.crc32(data) % 4 == 0
-
 
 def engine_stage(policy: Policy) -> Stage:
     def stage(events: list[Event]) -> Kept:
@@ -154,8 +146,8 @@ def engine_stage(policy: Policy) -> Stage:
 def search_only(events: list[Event]) -> Kept:
     """The pattern search every batch pays, and nothing else."""
     scan = RawScan([event.raw for event in events])
-    Hint(["credit_card", "aws_key", "bearer_token"]).hits(scan)
-    Hint(["email"]).hits(scan)
+    _SECRETS_HINT.hits(scan)
+    _EMAILS_HINT.hits(scan)
     return events, [None] * len(events)
 
 
